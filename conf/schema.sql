@@ -1,0 +1,67 @@
+-- ingestd state schema. Applied at every start-up inside one transaction under
+-- an advisory lock; every statement is idempotent. The products table itself is
+-- created by the daemon because its primary key follows the `key` setting.
+CREATE SCHEMA IF NOT EXISTS ingest;
+
+-- One row per registered file; id is the arrival sequence number that versions rows.
+CREATE TABLE IF NOT EXISTS ingest.files (
+    id              bigserial PRIMARY KEY,
+    name            text NOT NULL,          -- original file name (escaped to UTF-8)
+    kind            text NOT NULL CHECK (kind IN ('ingest', 'update')),
+    path            text,                   -- name under processing/, done/, failed/
+    sha256          text,
+    size            bigint,
+    state           text NOT NULL DEFAULT 'new'
+                    CHECK (state IN ('new', 'loading', 'done', 'failed')),
+    chunks          integer NOT NULL DEFAULT 0,
+    data_rows       bigint NOT NULL DEFAULT 0,
+    rows_loaded     bigint NOT NULL DEFAULT 0,
+    rows_rejected   bigint NOT NULL DEFAULT 0,
+    rows_superseded bigint NOT NULL DEFAULT 0,
+    registered_at   timestamptz NOT NULL DEFAULT now(),
+    started_at      timestamptz,
+    finished_at     timestamptz,
+    aggregated_at   timestamptz,            -- products_agg refreshed after this file finished
+    error           text
+);
+CREATE INDEX IF NOT EXISTS files_name ON ingest.files (name, id);
+CREATE INDEX IF NOT EXISTS files_active ON ingest.files (id) WHERE state IN ('new', 'loading');
+
+-- One row per chunk; state 'done' is written in the worker's load transaction,
+-- so it is the checkpoint: a chunk is committed exactly once.
+CREATE TABLE IF NOT EXISTS ingest.chunks (
+    file_id         bigint NOT NULL REFERENCES ingest.files (id) ON DELETE CASCADE,
+    no              integer NOT NULL,
+    start_offset    bigint NOT NULL,
+    end_offset      bigint NOT NULL,
+    first_line      bigint NOT NULL,
+    state           text NOT NULL DEFAULT 'pending'
+                    CHECK (state IN ('pending', 'loading', 'done', 'failed')),
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt    timestamptz,
+    worker_pid      integer,
+    lease_until     timestamptz,
+    rows_loaded     bigint NOT NULL DEFAULT 0,
+    rows_rejected   bigint NOT NULL DEFAULT 0,
+    rows_superseded bigint NOT NULL DEFAULT 0,
+    started_at      timestamptz,
+    finished_at     timestamptz,
+    error           text,
+    PRIMARY KEY (file_id, no)
+);
+
+-- Rows that could not load, with where they are in the file and why.
+CREATE TABLE IF NOT EXISTS ingest.rejects (
+    file_id         bigint NOT NULL REFERENCES ingest.files (id) ON DELETE CASCADE,
+    chunk_no        integer NOT NULL,
+    line            bigint NOT NULL,
+    byte_offset     bigint NOT NULL,
+    reason          text NOT NULL,
+    raw             bytea                   -- the record as in the file (first 4 KiB)
+);
+CREATE INDEX IF NOT EXISTS rejects_file ON ingest.rejects (file_id, line);
+
+CREATE TABLE IF NOT EXISTS public.products_agg (
+    name            text PRIMARY KEY,
+    no_of_products  bigint NOT NULL
+);

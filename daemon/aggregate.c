@@ -1,0 +1,58 @@
+/* aggregate.c - products_agg = products counted by name. One REPEATABLE READ
+ * transaction: readers see the old table until COMMIT and never an empty or
+ * half-built one, and the files stamped as aggregated are exactly those whose
+ * rows the snapshot saw. Only changed names are written. A session advisory
+ * lock keeps refreshes from overlapping. */
+#include "aggregate.h"
+#include "db.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char refresh_sql[] =
+        "WITH fresh AS MATERIALIZED (SELECT name, count(*) AS n FROM public.products GROUP BY name), "
+        " gone AS (DELETE FROM public.products_agg a "
+        "          WHERE NOT EXISTS (SELECT 1 FROM fresh f WHERE f.name = a.name)) "
+        "INSERT INTO public.products_agg AS a (name, no_of_products) SELECT name, n FROM fresh "
+        "ON CONFLICT (name) DO UPDATE SET no_of_products = EXCLUDED.no_of_products "
+        "WHERE a.no_of_products <> EXCLUDED.no_of_products";
+
+static int refresh_once(PGconn *c, char **ret_error)
+{
+        int r = db_exec(c, ret_error, "BEGIN ISOLATION LEVEL REPEATABLE READ", 0, NULL);
+
+        if (r == 0)
+                r = db_exec(c, ret_error, refresh_sql, 0, NULL);
+        if (r == 0)
+                r = db_exec(c, ret_error,
+                            "UPDATE ingest.files SET aggregated_at = now() "
+                            "WHERE aggregated_at IS NULL AND state IN ('done', 'failed')", 0, NULL);
+        if (r == 0)
+                r = db_exec(c, ret_error, "COMMIT", 0, NULL);
+        if (r < 0)
+                PQclear(PQexec(c, "ROLLBACK"));
+        return r;
+}
+
+int aggregate_refresh(PGconn *c, char **ret_error)
+{
+        int r = db_exec(c, ret_error, "SELECT pg_advisory_lock(hashtext('ingestd.aggregate'))", 0, NULL);
+
+        if (r < 0)
+                return r;
+        for (int attempt = 1;; attempt++) {
+                char *err = NULL;
+                r = refresh_once(c, &err);
+                if (r == 0)
+                        break;
+                if (attempt < 5 && err && strstr(err, "40001")) {
+                        free(err); /* serialization failure: take a new snapshot, go again */
+                        continue;
+                }
+                *ret_error = err;
+                break;
+        }
+        PQclear(PQexec(c, "SELECT pg_advisory_unlock(hashtext('ingestd.aggregate'))"));
+        return r;
+}

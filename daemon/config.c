@@ -1,0 +1,318 @@
+/* config.c - libconfig parsing against the key table. Every key has a default,
+ * so an empty file is valid; unknown keys, wrong types and out-of-range values
+ * are errors that name file, line and key. Reload builds a new Config and the
+ * caller swaps it only when this returns 0. */
+#include "config.h"
+#include "util.h"
+
+#include <errno.h>
+#include <libconfig.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define OFF(f) offsetof(Config, f)
+const ConfigKey config_keys[] = {
+        { "database.conninfo", CT_STRING, OFF(conninfo), "dbname=ingest", 0, 0, false,
+          "libpq connection string of the database holding products and ingest.*" },
+        { "paths.incoming", CT_STRING, OFF(incoming), "/var/lib/ingestd/incoming", 0, 0, false,
+          "watched folder: files here are ingested (insert or update)" },
+        { "paths.updates", CT_STRING, OFF(updates), "/var/lib/ingestd/updates", 0, 0, false,
+          "watched folder: files here update existing products only" },
+        { "paths.state", CT_STRING, OFF(state), "/var/lib/ingestd", 0, 0, false,
+          "holds processing/, done/ and failed/; same filesystem as the watched folders" },
+        { "workers", CT_INT, OFF(workers), "0", 0, 256, true,
+          "worker processes loading chunks at once; 0 = number of CPUs" },
+        { "chunk_size", CT_SIZE, OFF(chunk_size), "16M", 1, 1ULL << 40, true,
+          "bytes per chunk (suffix k, M, G); chunks end at record boundaries" },
+        { "key", CT_KEY, OFF(key), "sku", 0, 0, false,
+          "\"sku\" or \"sku,name\": the primary key of products" },
+        { "aggregate.interval", CT_FLOAT, OFF(aggregate_interval), "60", 0, 86400 * 365, true,
+          "seconds between refreshes of products_agg; 0 = only after loads" },
+        { "aggregate.after_load", CT_BOOL, OFF(aggregate_after_load), "true", 0, 0, true,
+          "refresh products_agg after each completed load" },
+        { "retry.max_attempts", CT_INT, OFF(retry_max_attempts), "5", 1, 1000, true,
+          "attempts per chunk before its file is marked failed" },
+        { "retry.backoff", CT_FLOAT, OFF(retry_backoff), "1.0", 0, 3600, true,
+          "seconds before the first retry; doubles with each attempt" },
+        { "rejects.max_ratio", CT_FLOAT, OFF(rejects_max_ratio), "0.01", 0, 1, true,
+          "fraction of rejected rows above which a file is marked failed" },
+        { "limits.max_field", CT_SIZE, OFF(max_field), "65536", 1, 1ULL << 30, true,
+          "longest field in bytes; longer ones reject their row" },
+};
+const size_t config_n_keys = sizeof config_keys / sizeof config_keys[0];
+
+static const char *type_name(ConfigType t)
+{
+        switch (t) {
+        case CT_STRING: return "a string";
+        case CT_INT: return "an integer";
+        case CT_SIZE: return "a size (integer or string like \"16M\")";
+        case CT_FLOAT: return "a number";
+        case CT_BOOL: return "true or false";
+        case CT_KEY: return "\"sku\" or \"sku,name\"";
+        }
+        return "?";
+}
+
+const char *config_key_name(KeyMode k) { return k == KEY_SKU_NAME ? "sku,name" : "sku"; }
+
+static int set_from_string(const ConfigKey *k, void *field, const char *s)
+{
+        uint64_t size;
+        char *end;
+
+        switch (k->type) {
+        case CT_STRING:
+                if (*s == '\0')
+                        return -EINVAL;
+                free(*(char **)field);
+                *(char **)field = xstrdup(s);
+                return 0;
+        case CT_SIZE:
+                if (parse_size(s, &size) < 0 || size < k->min || size > k->max)
+                        return -ERANGE;
+                *(uint64_t *)field = size;
+                return 0;
+        case CT_KEY:
+                if (strcmp(s, "sku") == 0)
+                        *(KeyMode *)field = KEY_SKU;
+                else if (strcmp(s, "sku,name") == 0 || strcmp(s, "sku, name") == 0)
+                        *(KeyMode *)field = KEY_SKU_NAME;
+                else
+                        return -EINVAL;
+                return 0;
+        case CT_BOOL:
+                if (strcmp(s, "true") && strcmp(s, "false"))
+                        return -EINVAL;
+                *(bool *)field = strcmp(s, "true") == 0;
+                return 0;
+        case CT_INT:
+        case CT_FLOAT: {
+                double v = strtod(s, &end);
+                if (*end || !isfinite(v) || v < k->min || v > k->max)
+                        return -ERANGE;
+                if (k->type == CT_INT && v != floor(v))
+                        return -EINVAL;
+                if (k->type == CT_INT)
+                        *(int *)field = (int)v;
+                else
+                        *(double *)field = v;
+                return 0;
+        }
+        }
+        return -EINVAL;
+}
+
+/* Renders a libconfig scalar as the text set_from_string() accepts, so one
+ * validation path serves defaults and the file. */
+static int setting_text(const config_setting_t *s, ConfigType t, char *out, size_t n)
+{
+        switch (config_setting_type(s)) {
+        case CONFIG_TYPE_STRING:
+                if (t == CT_INT || t == CT_FLOAT || t == CT_BOOL)
+                        return -EINVAL;
+                snprintf(out, n, "%s", config_setting_get_string(s));
+                return 0;
+        case CONFIG_TYPE_INT:
+        case CONFIG_TYPE_INT64:
+                if (t != CT_INT && t != CT_SIZE && t != CT_FLOAT)
+                        return -EINVAL;
+                snprintf(out, n, "%lld", config_setting_get_int64(s));
+                return 0;
+        case CONFIG_TYPE_FLOAT:
+                if (t != CT_FLOAT)
+                        return -EINVAL;
+                snprintf(out, n, "%.17g", config_setting_get_float(s));
+                return 0;
+        case CONFIG_TYPE_BOOL:
+                if (t != CT_BOOL)
+                        return -EINVAL;
+                snprintf(out, n, "%s", config_setting_get_bool(s) ? "true" : "false");
+                return 0;
+        default:
+                return -EINVAL;
+        }
+}
+
+static const ConfigKey *key_lookup(const char *name)
+{
+        for (size_t i = 0; i < config_n_keys; i++)
+                if (strcmp(config_keys[i].name, name) == 0)
+                        return &config_keys[i];
+        return NULL;
+}
+
+static bool is_group_prefix(const char *name)
+{
+        size_t n = strlen(name);
+
+        for (size_t i = 0; i < config_n_keys; i++)
+                if (strncmp(config_keys[i].name, name, n) == 0 && config_keys[i].name[n] == '.')
+                        return true;
+        return false;
+}
+
+static int apply_setting(Config *c, const config_setting_t *s, const char *name,
+                         const char *path, char **ret_error)
+{
+        const ConfigKey *k = key_lookup(name);
+        int line = config_setting_source_line(s);
+        char text[4096];
+
+        if (!k) {
+                *ret_error = xasprintf("%s:%d: unknown key '%s'", path, line, name);
+                return -EINVAL;
+        }
+        if (setting_text(s, k->type, text, sizeof text) < 0 ||
+            set_from_string(k, (char *)c + k->offset, text) < 0) {
+                if (k->type == CT_INT || k->type == CT_FLOAT || k->type == CT_SIZE)
+                        *ret_error = xasprintf("%s:%d: key '%s': expected %s between %g and %g",
+                                               path, line, name, type_name(k->type), k->min, k->max);
+                else
+                        *ret_error = xasprintf("%s:%d: key '%s': expected %s", path, line, name,
+                                               type_name(k->type));
+                return -EINVAL;
+        }
+        return 0;
+}
+
+/* Walks every setting of group g so unknown keys cannot hide. */
+static int apply_group(Config *c, const config_setting_t *g, const char *prefix,
+                       const char *path, char **ret_error)
+{
+        int n = config_setting_length(g);
+
+        for (int i = 0; i < n; i++) {
+                const config_setting_t *s = config_setting_get_elem(g, i);
+                const char *nm = config_setting_name(s);
+                char name[256];
+                int r;
+
+                snprintf(name, sizeof name, "%s%s%s", prefix, *prefix ? "." : "", nm ? nm : "?");
+                if (config_setting_is_group(s) && !*prefix && is_group_prefix(name))
+                        r = apply_group(c, s, name, path, ret_error);
+                else
+                        r = apply_setting(c, s, name, path, ret_error);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static Config *config_defaults(void)
+{
+        Config *c = xcalloc(1, sizeof *c);
+
+        for (size_t i = 0; i < config_n_keys; i++)
+                if (set_from_string(&config_keys[i], (char *)c + config_keys[i].offset,
+                                    config_keys[i].def) < 0)
+                        abort(); /* the table itself is wrong */
+        return c;
+}
+
+int config_load(const char *path, Config **ret, char **ret_error)
+{
+        config_t cfg;
+        Config *c = config_defaults();
+        int r = 0;
+
+        config_init(&cfg);
+        if (!config_read_file(&cfg, path)) {
+                if (config_error_type(&cfg) == CONFIG_ERR_FILE_IO) {
+                        r = access(path, R_OK) < 0 ? -errno : -EIO;
+                        *ret_error = xasprintf("%s: cannot read: %s", path, strerror(-r));
+                } else {
+                        r = -EINVAL;
+                        *ret_error = xasprintf("%s:%d: syntax error: %s", path,
+                                               config_error_line(&cfg), config_error_text(&cfg));
+                }
+                goto out;
+        }
+        r = apply_group(c, config_root_setting(&cfg), "", path, ret_error);
+out:
+        config_destroy(&cfg);
+        if (r < 0) {
+                config_free(c);
+                return r;
+        }
+        *ret = c;
+        return 0;
+}
+
+Config *config_free(Config *c)
+{
+        if (!c)
+                return NULL;
+        free(c->conninfo);
+        free(c->incoming);
+        free(c->updates);
+        free(c->state);
+        free(c);
+        return NULL;
+}
+
+int config_workers(const Config *c)
+{
+        long n = c->workers > 0 ? c->workers : sysconf(_SC_NPROCESSORS_ONLN);
+        return n > 0 ? (int)n : 1;
+}
+
+static void value_text(const ConfigKey *k, const Config *c, char *out, size_t n)
+{
+        const void *f = (const char *)c + k->offset;
+
+        switch (k->type) {
+        case CT_STRING: snprintf(out, n, "\"%s\"", *(char *const *)f); break;
+        case CT_INT: snprintf(out, n, "%d", *(const int *)f); break;
+        case CT_SIZE: snprintf(out, n, "%llu", (unsigned long long)*(const uint64_t *)f); break;
+        case CT_FLOAT: snprintf(out, n, "%g", *(const double *)f); break;
+        case CT_BOOL: snprintf(out, n, "%s", *(const bool *)f ? "true" : "false"); break;
+        case CT_KEY: snprintf(out, n, "\"%s\"", config_key_name(*(const KeyMode *)f)); break;
+        }
+}
+
+void config_print(const Config *c, FILE *f)
+{
+        char v[4200];
+
+        for (size_t i = 0; i < config_n_keys; i++) {
+                value_text(&config_keys[i], c, v, sizeof v);
+                fprintf(f, "%s = %s\n", config_keys[i].name, v);
+        }
+}
+
+void config_diff(const Config *a, const Config *b,
+                 void (*fn)(const ConfigKey *k, void *ud), void *ud)
+{
+        char va[4200], vb[4200];
+
+        for (size_t i = 0; i < config_n_keys; i++) {
+                value_text(&config_keys[i], a, va, sizeof va);
+                value_text(&config_keys[i], b, vb, sizeof vb);
+                if (strcmp(va, vb) != 0)
+                        fn(&config_keys[i], ud);
+        }
+}
+
+void config_carry_restart_keys(Config *to, const Config *from)
+{
+        static const size_t size_of[] = { [CT_STRING] = sizeof(char *), [CT_INT] = sizeof(int),
+                                          [CT_SIZE] = sizeof(uint64_t), [CT_FLOAT] = sizeof(double),
+                                          [CT_BOOL] = sizeof(bool), [CT_KEY] = sizeof(KeyMode) };
+
+        for (size_t i = 0; i < config_n_keys; i++) {
+                const ConfigKey *k = &config_keys[i];
+                void *dst = (char *)to + k->offset;
+                const void *src = (const char *)from + k->offset;
+                if (k->reloadable)
+                        continue;
+                if (k->type == CT_STRING) {
+                        free(*(char **)dst);
+                        *(char **)dst = xstrdup(*(char *const *)src);
+                } else {
+                        memcpy(dst, src, size_of[k->type]);
+                }
+        }
+}

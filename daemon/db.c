@@ -1,0 +1,80 @@
+/* db.c - libpq helpers shared by the supervisor, workers and ingestctl. Every
+ * PQexec* is paired with a PQclear on each path. */
+#include "db.h"
+#include "util.h"
+
+#include <errno.h>
+#include <string.h>
+
+PGconn *db_connect(const char *conninfo, char **ret_error)
+{
+        PGconn *c = PQconnectdb(conninfo);
+
+        if (PQstatus(c) == CONNECTION_OK) {
+                PQsetNoticeProcessor(c, NULL, NULL);
+                return c;
+        }
+        *ret_error = xstrdup(c ? PQerrorMessage(c) : "out of memory");
+        size_t n = strlen(*ret_error);
+        while (n > 0 && ((*ret_error)[n - 1] == '\n' || (*ret_error)[n - 1] == ' '))
+                (*ret_error)[--n] = '\0';
+        PQfinish(c);
+        return NULL;
+}
+
+char *db_error(PGconn *c, const PGresult *res)
+{
+        const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+        const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+        char *s;
+
+        if (!msg)
+                msg = PQerrorMessage(c);
+        s = state ? xasprintf("%s (SQLSTATE %s)", msg, state) : xstrdup(msg);
+        size_t n = strlen(s);
+        while (n > 0 && s[n - 1] == '\n')
+                s[--n] = '\0';
+        return s;
+}
+
+PGresult *db_query(PGconn *c, char **ret_error, const char *sql, int n, const char *const *params)
+{
+        PGresult *res = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
+        ExecStatusType st = PQresultStatus(res);
+
+        if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+                return res;
+        if (ret_error)
+                *ret_error = db_error(c, res);
+        PQclear(res);
+        return NULL;
+}
+
+int db_exec(PGconn *c, char **ret_error, const char *sql, int n, const char *const *params)
+{
+        PGresult *res = db_query(c, ret_error, sql, n, params);
+
+        if (!res)
+                return -EIO;
+        PQclear(res);
+        return 0;
+}
+
+bool db_connection_lost(PGconn *c)
+{
+        return PQstatus(c) != CONNECTION_OK;
+}
+
+int db_script(PGconn *c, char **ret_error, const char *sql)
+{
+        PGresult *res = PQexec(c, sql);
+        int r = 0;
+
+        if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
+                if (ret_error)
+                        *ret_error = db_error(c, res);
+                r = -EIO;
+        }
+        PQclear(res);
+        return r;
+}

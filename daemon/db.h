@@ -1,0 +1,19 @@
+/* db.h - thin libpq helpers: connect, run a statement, format errors with
+ * their SQLSTATE. Nothing here logs; callers log once with context. */
+#pragma once
+#include <libpq-fe.h>
+#include <stdbool.h>
+
+/* Connects; on failure returns NULL and sets *ret_error. */
+PGconn *db_connect(const char *conninfo, char **ret_error);
+/* Runs sql with text params. Returns the result on success (COMMAND_OK or
+ * TUPLES_OK), NULL with *ret_error on failure. */
+PGresult *db_query(PGconn *c, char **ret_error, const char *sql, int n, const char *const *params);
+/* Like db_query, for statements whose result is not needed. 0 or -EIO. */
+int db_exec(PGconn *c, char **ret_error, const char *sql, int n, const char *const *params);
+/* Runs several ;-separated statements without parameters. 0 or -EIO. */
+int db_script(PGconn *c, char **ret_error, const char *sql);
+/* "message (SQLSTATE xxxxx)" for a failed result. */
+char *db_error(PGconn *c, const PGresult *res);
+/* True when the error is a lost connection rather than a statement error. */
+bool db_connection_lost(PGconn *c);

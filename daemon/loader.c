@@ -1,0 +1,153 @@
+/* loader.c - validation and COPY text encoding of one chunk. A record is
+ * either a staging row or a reject, never both and never neither (blank lines
+ * are not data), which is what "loaded + rejected + superseded = data rows"
+ * rests on. Buffers grow to about flush_at for rows and, for rejects, to the
+ * size of the rejected records (capped at REJECT_RAW_MAX each). */
+#include "loader.h"
+#include "csv.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define DROP_BEHIND (8u << 20)
+
+/* COPY text format escaping; also undoes CSV's doubled quotes. */
+static void put_copy_text(Buf *b, const char *p, size_t n, bool quoted)
+{
+        buf_reserve(b, n * 2 + 1);
+        char *o = b->data + b->len;
+        for (size_t i = 0; i < n; i++) {
+                char c = p[i];
+                switch (c) {
+                case '\\': *o++ = '\\'; *o++ = '\\'; break;
+                case '\n': *o++ = '\\'; *o++ = 'n'; break;
+                case '\r': *o++ = '\\'; *o++ = 'r'; break;
+                case '\t': *o++ = '\\'; *o++ = 't'; break;
+                case '"':
+                        *o++ = c;
+                        if (quoted && i + 1 < n && p[i + 1] == '"')
+                                i++;
+                        break;
+                default: *o++ = c;
+                }
+        }
+        b->len = (size_t)(o - b->data);
+}
+
+static void put_char(Buf *b, char c) { buf_append(b, &c, 1); }
+
+static void put_number(Buf *b, uint64_t v, char sep)
+{
+        char tmp[32];
+        int n = snprintf(tmp, sizeof tmp, "%" PRIu64 "%c", v, sep);
+        buf_append(b, tmp, (size_t)n);
+}
+
+void loader_add_reject(Buf *rejects, int64_t file_id, int chunk_no, uint64_t line,
+                       uint64_t offset, const char *reason, const char *raw, size_t raw_len)
+{
+        static const char hex[] = "0123456789abcdef";
+
+        put_number(rejects, (uint64_t)file_id, '\t');
+        put_number(rejects, (uint64_t)chunk_no, '\t');
+        put_number(rejects, line, '\t');
+        put_number(rejects, offset, '\t');
+        put_copy_text(rejects, reason, strlen(reason), false);
+        put_char(rejects, '\t');
+        if (!raw) {
+                buf_append(rejects, "\\N\n", 3);
+                return;
+        }
+        if (raw_len > REJECT_RAW_MAX)
+                raw_len = REJECT_RAW_MAX;
+        buf_reserve(rejects, raw_len * 2 + 4);
+        buf_append(rejects, "\\\\x", 3);
+        for (size_t i = 0; i < raw_len; i++) {
+                unsigned char c = (unsigned char)raw[i];
+                rejects->data[rejects->len++] = hex[c >> 4];
+                rejects->data[rejects->len++] = hex[c & 15];
+        }
+        put_char(rejects, '\n');
+}
+
+static bool blank_text(const CsvField *f)
+{
+        for (size_t i = 0; i < f->len; i++)
+                if (f->ptr[i] != ' ' && f->ptr[i] != '\t')
+                        return false;
+        return true;
+}
+
+/* Why the record cannot load, or NULL when it can. */
+static const char *record_problem(const CsvRecord *rec, const Header *h, char *tmp, size_t n)
+{
+        if (rec->error != CSV_OK)
+                return csv_error_str(rec->error);
+        if (rec->n_fields != h->n_fields) {
+                snprintf(tmp, n, "expected %zu fields, found %zu", h->n_fields, rec->n_fields);
+                return tmp;
+        }
+        if (blank_text(&rec->fields[h->index[COL_SKU]]))
+                return "empty sku";
+        return NULL;
+}
+
+static void put_row(Buf *b, const CsvRecord *rec, const Header *h)
+{
+        for (int c = 0; c < N_COLUMNS; c++) {
+                int i = h->index[c];
+                if (i < 0)
+                        buf_append(b, "\\N", 2);
+                else
+                        put_copy_text(b, rec->fields[i].ptr, rec->fields[i].len, rec->fields[i].quoted);
+                put_char(b, '\t');
+        }
+        put_number(b, rec->line, '\t');
+        put_number(b, rec->offset, '\n');
+}
+
+int loader_run(const LoaderInput *in, Buf *rows, Buf *rejects, size_t flush_at,
+               LoaderFlush flush, void *ud, LoadCounts *ret)
+{
+        CsvReader *r = xmalloc(sizeof *r);
+        LoadCounts counts = { 0 };
+        uint64_t dropped = in->start & ~(uint64_t)(sysconf(_SC_PAGESIZE) - 1);
+        CsvRecord rec;
+        char tmp[96];
+        int err = 0;
+
+        csv_reader_init(r, in->map + in->start, in->end - in->start, in->start, in->first_line,
+                        in->max_field);
+        while (err == 0 && csv_next(r, &rec)) {
+                if (rec.blank)
+                        continue;
+                const char *why = record_problem(&rec, in->header, tmp, sizeof tmp);
+                if (why) {
+                        loader_add_reject(rejects, in->file_id, in->chunk_no, rec.line, rec.offset, why,
+                                          in->map + rec.offset, rec.len);
+                        counts.rejected++;
+                        continue;
+                }
+                put_row(rows, &rec, in->header);
+                counts.rows++;
+                if (rows->len >= flush_at)
+                        err = flush(rows, ud);
+                /* the mapping is file-backed; dropping what was read keeps RSS flat */
+                if (rec.offset - dropped >= DROP_BEHIND) {
+                        uint64_t to = rec.offset & ~(uint64_t)(sysconf(_SC_PAGESIZE) - 1);
+                        madvise((char *)in->map + dropped, to - dropped, MADV_DONTNEED);
+                        dropped = to;
+                }
+        }
+        if (err == 0 && rows->len > 0)
+                err = flush(rows, ud);
+        free(r);
+        if (err < 0)
+                return err;
+        *ret = counts;
+        return 0;
+}

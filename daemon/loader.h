@@ -1,0 +1,37 @@
+/* loader.h - turns the records of one chunk into COPY text rows for the
+ * staging table and for ingest.rejects. Pure: no database, no logging. */
+#pragma once
+#include "planner.h"
+#include "util.h"
+
+#include <stdint.h>
+
+#define REJECT_RAW_MAX 4096
+
+typedef struct LoadCounts {
+        uint64_t rows;       /* valid rows sent to staging */
+        uint64_t rejected;   /* rows sent to rejects */
+} LoadCounts;
+
+/* Called whenever the staging buffer holds at least `flush_at` bytes and at
+ * the end; it must consume (and may reset) the buffer. Returns 0 or -errno. */
+typedef int (*LoaderFlush)(Buf *rows, void *ud);
+
+typedef struct LoaderInput {
+        const char *map;        /* the file image */
+        uint64_t start, end;    /* chunk byte range */
+        uint64_t first_line;
+        const Header *header;
+        uint64_t max_field;
+        int64_t file_id;
+        int chunk_no;
+} LoaderInput;
+
+/* Staging rows are "sku\tname\tdescription\tline\toffset\n" (absent columns as \N);
+ * reject rows are "file_id\tchunk\tline\toffset\treason\traw-as-bytea\n". */
+int loader_run(const LoaderInput *in, Buf *rows, Buf *rejects, size_t flush_at,
+               LoaderFlush flush, void *ud, LoadCounts *ret);
+
+/* Appends one reject row (raw may be NULL). */
+void loader_add_reject(Buf *rejects, int64_t file_id, int chunk_no, uint64_t line,
+                       uint64_t offset, const char *reason, const char *raw, size_t raw_len);

@@ -1,0 +1,105 @@
+/* main.c - ingestd's command line: the supervisor (default), --check-config,
+ * and the two internal child roles the supervisor execs (--worker, --aggregate). */
+#include "aggregate.h"
+#include "config.h"
+#include "db.h"
+#include "log.h"
+#include "supervisor.h"
+#include "util.h"
+#include "worker.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+
+static void usage(FILE *f)
+{
+        fprintf(f,
+                "Usage: ingestd [-c FILE] [--check-config] [--debug]\n"
+                "Loads product CSV files dropped into watched folders into PostgreSQL.\n\n"
+                "  -c, --config FILE   configuration file (default " CONFIG_DEFAULT_PATH ")\n"
+                "      --check-config  validate the configuration, print it, and exit\n"
+                "  -d, --debug         log debug messages too\n"
+                "  -h, --help          show this help\n"
+                "  -V, --version       show the version\n\n"
+                "Runs in the foreground until SIGTERM or SIGINT; SIGHUP reloads the\n"
+                "configuration. See ingestd(8) and ingestd.conf(5).\n");
+}
+
+static int run_aggregate(const Config *cfg)
+{
+        char *err = NULL;
+        PGconn *c = db_connect(cfg->conninfo, &err);
+        int r = c ? aggregate_refresh(c, &err) : -1;
+
+        if (r < 0)
+                log_msg(LOG_ERR, "aggregate refresh: %s", err);
+        free(err);
+        PQfinish(c);
+        return r < 0 ? EX_TEMPFAIL : 0;
+}
+
+static int run_worker(const Config *cfg, char **args)
+{
+        char *end;
+        long long file_id = strtoll(args[0], &end, 10);
+        long chunk = strtol(args[1], NULL, 10);
+
+        if (*end || file_id <= 0 || chunk <= 0) {
+                log_msg(LOG_ERR, "--worker needs FILE_ID CHUNK PATH");
+                return EX_USAGE;
+        }
+        return worker_run(cfg, file_id, (int)chunk, args[2]);
+}
+
+int main(int argc, char **argv)
+{
+        static const struct option opts[] = {
+                { "config", required_argument, NULL, 'c' },
+                { "check-config", no_argument, NULL, 'C' },
+                { "debug", no_argument, NULL, 'd' },
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, 'V' },
+                { "worker", no_argument, NULL, 'W' },
+                { "aggregate", no_argument, NULL, 'A' },
+                { 0 } };
+        const char *path = CONFIG_DEFAULT_PATH;
+        char mode = 'S', *err = NULL;
+        Config *cfg = NULL;
+        int o;
+
+        log_init("ingestd");
+        while ((o = getopt_long(argc, argv, "c:dhV", opts, NULL)) != -1) {
+                switch (o) {
+                case 'c': path = optarg; break;
+                case 'd': log_set_level(LOG_DEBUG); break;
+                case 'h': usage(stdout); return 0;
+                case 'V': puts("ingestd " PACKAGE_VERSION); return 0;
+                case 'C': case 'W': case 'A': mode = (char)o; break;
+                default: usage(stderr); return EX_USAGE;
+                }
+        }
+        if ((mode == 'W' && argc - optind != 3) || (mode != 'W' && optind != argc)) {
+                usage(stderr);
+                return EX_USAGE;
+        }
+        if (config_load(path, &cfg, &err) < 0) {
+                fprintf(stderr, "ingestd: %s\n", err);
+                free(err);
+                return EX_CONFIG;
+        }
+        switch (mode) {
+        case 'C':
+                config_print(cfg, stdout);
+                printf("# %s: configuration is valid\n", path);
+                config_free(cfg);
+                return 0;
+        case 'W': o = run_worker(cfg, argv + optind); break;
+        case 'A': o = run_aggregate(cfg); break;
+        default: return supervisor_run(cfg, path);
+        }
+        config_free(cfg);
+        return o;
+}

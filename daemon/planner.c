@@ -1,0 +1,215 @@
+/* planner.c - one pass over a file with the same scanner the workers use, so
+ * every record lands in exactly one chunk. The file is mapped read-only and
+ * pages already scanned are dropped, so memory stays flat whatever the size;
+ * the only allocation that grows is the chunk list (24 bytes per chunk). */
+#include "planner.h"
+#include "csv.h"
+#include "sha256.h"
+#include "util.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+const char *const column_names[N_COLUMNS] = { "sku", "name", "description" };
+
+#define DROP_BEHIND (64u << 20) /* release mapped pages every 64 MiB */
+#define HASH_STEP (1u << 20)
+
+const char *file_kind_name(FileKind k) { return k == KIND_UPDATE ? "update" : "ingest"; }
+
+static int header_column(const CsvField *f, char *name, size_t cap)
+{
+        size_t n = f->len < cap - 1 ? f->len : cap - 1;
+        char tmp[256];
+        size_t m = csv_field_unescape(&(CsvField){ f->ptr, n, f->quoted }, tmp);
+        size_t b = 0;
+
+        while (b < m && (tmp[b] == ' ' || tmp[b] == '\t'))
+                b++;
+        while (m > b && (tmp[m - 1] == ' ' || tmp[m - 1] == '\t'))
+                m--;
+        memcpy(name, tmp + b, m - b);
+        name[m - b] = '\0';
+        for (int c = 0; c < N_COLUMNS; c++)
+                if (strcasecmp(name, column_names[c]) == 0)
+                        return c;
+        return -1;
+}
+
+static int header_columns(const CsvRecord *rec, Header *h, char **ret_error)
+{
+        char name[256];
+
+        for (int c = 0; c < N_COLUMNS; c++)
+                h->index[c] = -1;
+        for (size_t i = 0; i < rec->n_fields; i++) {
+                int c = header_column(&rec->fields[i], name, sizeof name);
+                if (c < 0) {
+                        *ret_error = xasprintf("header: unknown column '%s' (expected sku, name, description)",
+                                               name);
+                        return -EINVAL;
+                }
+                if (h->index[c] >= 0) {
+                        *ret_error = xasprintf("header: column '%s' appears twice", name);
+                        return -EINVAL;
+                }
+                h->index[c] = (int)i;
+        }
+        h->n_fields = rec->n_fields;
+        return 0;
+}
+
+static int header_check_kind(const Header *h, FileKind kind, KeyMode key, char **ret_error)
+{
+        if (h->index[COL_SKU] < 0) {
+                *ret_error = xasprintf("header: no 'sku' column");
+                return -EINVAL;
+        }
+        if (kind == KIND_INGEST && h->index[COL_NAME] < 0) {
+                *ret_error = xasprintf("header: no 'name' column (required to ingest)");
+                return -EINVAL;
+        }
+        if (kind == KIND_UPDATE && key == KEY_SKU_NAME && h->index[COL_NAME] < 0) {
+                *ret_error = xasprintf("header: key is sku,name so an update file needs a 'name' column");
+                return -EINVAL;
+        }
+        if (kind == KIND_UPDATE && h->n_fields < 2) {
+                *ret_error = xasprintf("header: an update file needs sku and at least one column to change");
+                return -EINVAL;
+        }
+        return 0;
+}
+
+int header_parse(const char *buf, size_t len, FileKind kind, KeyMode key, Header *ret,
+                 char **ret_error)
+{
+        size_t skip = len >= 3 && memcmp(buf, "\xef\xbb\xbf", 3) == 0 ? 3 : 0;
+        size_t scan_len = len - skip < HEADER_MAX_BYTES ? len - skip : HEADER_MAX_BYTES;
+        CsvReader *r = xmalloc(sizeof *r);
+        CsvRecord rec;
+        Header h = { 0 };
+        int ret_r = -EINVAL;
+
+        csv_reader_init(r, buf + skip, scan_len, skip, 1, 4096);
+        if (len == 0 || !csv_next(r, &rec)) {
+                *ret_error = xasprintf("empty file");
+                goto out;
+        }
+        if (rec.error == CSV_ERR_NUL || rec.error == CSV_ERR_UTF8 ||
+            (rec.offset + rec.len == skip + scan_len && scan_len == HEADER_MAX_BYTES)) {
+                *ret_error = xasprintf("binary file: the first line is not UTF-8 text");
+                goto out;
+        }
+        if (rec.error != CSV_OK) {
+                *ret_error = xasprintf("header: %s", csv_error_str(rec.error));
+                goto out;
+        }
+        if (header_columns(&rec, &h, ret_error) < 0 || header_check_kind(&h, kind, key, ret_error) < 0)
+                goto out;
+        h.data_offset = csv_reader_offset(r);
+        h.data_line = r->line;
+        *ret = h;
+        ret_r = 0;
+out:
+        free(r);
+        return ret_r;
+}
+
+typedef struct Scan {
+        Plan *plan;
+        size_t cap;
+        uint64_t chunk_start, chunk_line;
+} Scan;
+
+static void plan_add_chunk(Scan *s, uint64_t end, uint64_t next_line)
+{
+        Plan *p = s->plan;
+
+        if (end == s->chunk_start)
+                return;
+        if (p->n_chunks == s->cap) {
+                s->cap = s->cap ? s->cap * 2 : 64;
+                p->chunks = xrealloc(p->chunks, s->cap * sizeof *p->chunks);
+        }
+        p->chunks[p->n_chunks++] = (PlanChunk){ s->chunk_start, end, s->chunk_line };
+        s->chunk_start = end;
+        s->chunk_line = next_line;
+}
+
+static void scan_records(const char *map, Plan *p, uint64_t chunk_size, Sha256 *sha)
+{
+        CsvReader *r = xmalloc(sizeof *r);
+        Scan s = { .plan = p, .chunk_start = p->header.data_offset, .chunk_line = p->header.data_line };
+        uint64_t hashed = 0, dropped = 0;
+        CsvRecord rec;
+
+        csv_reader_init(r, map + p->header.data_offset, p->size - p->header.data_offset,
+                        p->header.data_offset, p->header.data_line, SIZE_MAX);
+        while (csv_next(r, &rec)) {
+                uint64_t end = rec.offset + rec.len;
+                if (!rec.blank)
+                        p->data_rows++;
+                if (end - s.chunk_start >= chunk_size)
+                        plan_add_chunk(&s, end, r->line);
+                if (end - hashed >= HASH_STEP) {
+                        sha256_update(sha, map + hashed, end - hashed);
+                        hashed = end;
+                }
+                if (hashed - dropped >= DROP_BEHIND) {
+                        uint64_t to = hashed & ~(uint64_t)(sysconf(_SC_PAGESIZE) - 1);
+                        madvise((char *)map + dropped, to - dropped, MADV_DONTNEED);
+                        dropped = to;
+                }
+        }
+        plan_add_chunk(&s, p->size, r->line);
+        sha256_update(sha, map + hashed, p->size - hashed);
+        free(r);
+}
+
+int planner_plan(int fd, FileKind kind, KeyMode key, uint64_t chunk_size, Plan *ret,
+                 char **ret_error)
+{
+        struct stat st;
+        Plan p = { 0 };
+        Sha256 sha;
+
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        p.size = (uint64_t)st.st_size;
+        if (p.size == 0) {
+                *ret_error = xasprintf("empty file");
+                return -EINVAL;
+        }
+        const char *map = mmap(NULL, p.size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (map == MAP_FAILED)
+                return -errno;
+        madvise((void *)map, p.size, MADV_SEQUENTIAL);
+        int r = header_parse(map, p.size, kind, key, &p.header, ret_error);
+        if (r == 0) {
+                sha256_init(&sha);
+                scan_records(map, &p, chunk_size ? chunk_size : 1, &sha);
+                sha256_final_hex(&sha, p.sha256);
+                if (p.data_rows == 0) {
+                        *ret_error = xasprintf("no data rows (header only)");
+                        r = -EINVAL;
+                }
+        }
+        munmap((void *)map, p.size);
+        if (r < 0) {
+                plan_done(&p);
+                return r;
+        }
+        *ret = p;
+        return 0;
+}
+
+void plan_done(Plan *p)
+{
+        free(p->chunks);
+        p->chunks = NULL;
+        p->n_chunks = 0;
+}

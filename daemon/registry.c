@@ -1,0 +1,456 @@
+/* registry.c - registration, planning and the final move of files. The order
+ * of steps makes every crash recoverable: the files row is inserted (state
+ * 'new') before the rename into processing/, the chunks are inserted together
+ * with state 'loading', and the final state is committed before the rename to
+ * done/ or failed/; registry_recover() completes whichever step was cut off.
+ * Names on disk under processing/ are "ID-NAME" with NAME escaped to UTF-8, so
+ * the database and the folder agree byte for byte. */
+#include "registry.h"
+#include "db.h"
+#include "log.h"
+#include "util.h"
+#include "watcher.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static LogCtx file_ctx(const char *name, const char *state)
+{
+        return (LogCtx){ name, -1, -1, state };
+}
+
+int registry_make_dirs(const Config *cfg, char **ret_error)
+{
+        const char *sub[] = { "processing", "done", "failed" };
+        const char *top[] = { cfg->incoming, cfg->updates, cfg->state };
+
+        for (size_t i = 0; i < 3; i++)
+                if (mkdir(top[i], 0755) < 0 && errno != EEXIST) {
+                        *ret_error = xasprintf("%s: %s", top[i], strerror(errno));
+                        return -errno;
+                }
+        for (size_t i = 0; i < 3; i++) {
+                char *p = xasprintf("%s/%s", cfg->state, sub[i]);
+                int r = mkdir(p, 0755) < 0 && errno != EEXIST ? -errno : 0;
+                if (r < 0)
+                        *ret_error = xasprintf("%s: %s", p, strerror(-r));
+                free(p);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+char *registry_processing_path(const Config *cfg, const char *path)
+{
+        return xasprintf("%s/processing/%s", cfg->state, path);
+}
+
+static const char *folder_of(const Config *cfg, FileKind kind)
+{
+        return kind == KIND_UPDATE ? cfg->updates : cfg->incoming;
+}
+
+/* Moves processing/PATH to DEST/PATH; a missing source that already arrived is fine. */
+static int move_from_processing(const Config *cfg, const char *path, const char *dest)
+{
+        char *from = registry_processing_path(cfg, path);
+        char *to = xasprintf("%s/%s/%s", cfg->state, dest, path);
+        int r = rename(from, to) < 0 ? -errno : 0;
+
+        if (r == -ENOENT && access(to, F_OK) == 0)
+                r = 0;
+        if (r < 0)
+                log_ctx(LOG_ERR, file_ctx(path, dest), "cannot move %s to %s: %s", from, to, strerror(-r));
+        free(from);
+        free(to);
+        return r;
+}
+
+static int64_t next_file_id(PGconn *c)
+{
+        PGresult *res = db_query(c, NULL, "SELECT nextval('ingest.files_id_seq')", 0, NULL);
+        int64_t id = res ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : -1;
+
+        PQclear(res);
+        return id;
+}
+
+static int insert_file(PGconn *c, int64_t id, const char *name, FileKind kind, const char *path,
+                       const char *state, const char *error)
+{
+        char ids[32];
+        const char *p[6] = { ids, name, file_kind_name(kind), path, state, error };
+        char *err = NULL;
+
+        snprintf(ids, sizeof ids, "%" PRId64, id);
+        int r = db_exec(c, &err,
+                        "INSERT INTO ingest.files (id, name, kind, path, state, error, finished_at) "
+                        "VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $5 = 'failed' THEN now() END)", 6, p);
+        if (r < 0) {
+                log_ctx(LOG_ERR, file_ctx(name, NULL), "cannot register: %s", err);
+                free(err);
+        }
+        return r;
+}
+
+static int delete_file_row(PGconn *c, int64_t id)
+{
+        char ids[32];
+        const char *p[1] = { ids };
+
+        snprintf(ids, sizeof ids, "%" PRId64, id);
+        return db_exec(c, NULL, "DELETE FROM ingest.files WHERE id = $1 AND state = 'new'", 1, p);
+}
+
+static int store_plan(PGconn *c, int64_t id, const Plan *plan, char **ret_error)
+{
+        char ids[32], size[32], rows[32], n[32];
+        const char *p[5] = { ids, plan->sha256, size, n, rows };
+        Buf b = { 0 };
+        int r;
+
+        snprintf(ids, sizeof ids, "%" PRId64, id);
+        snprintf(size, sizeof size, "%" PRIu64, plan->size);
+        snprintf(rows, sizeof rows, "%" PRIu64, plan->data_rows);
+        snprintf(n, sizeof n, "%zu", plan->n_chunks);
+        for (size_t i = 0; i < plan->n_chunks; i++) {
+                char line[128];
+                int len = snprintf(line, sizeof line, "%s\t%zu\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\n", ids,
+                                   i + 1, plan->chunks[i].start, plan->chunks[i].end, plan->chunks[i].first_line);
+                buf_append(&b, line, (size_t)len);
+        }
+        r = db_exec(c, ret_error, "BEGIN", 0, NULL);
+        if (r == 0) {
+                PGresult *res = PQexec(c, "COPY ingest.chunks (file_id, no, start_offset, end_offset, first_line) FROM STDIN");
+                r = PQresultStatus(res) == PGRES_COPY_IN ? 0 : -EIO;
+                PQclear(res);
+                if (r == 0 && (PQputCopyData(c, b.data, (int)b.len) != 1 || PQputCopyEnd(c, NULL) != 1))
+                        r = -EIO;
+                while ((res = PQgetResult(c))) {
+                        if (PQresultStatus(res) != PGRES_COMMAND_OK && r == 0) {
+                                *ret_error = db_error(c, res);
+                                r = -EIO;
+                        }
+                        PQclear(res);
+                }
+        }
+        if (r == 0)
+                r = db_exec(c, ret_error,
+                            "UPDATE ingest.files SET state = 'loading', sha256 = $2, size = $3, chunks = $4, "
+                            "data_rows = $5, started_at = now() WHERE id = $1", 5, p);
+        if (r == 0)
+                r = db_exec(c, ret_error, "COMMIT", 0, NULL);
+        if (r < 0) {
+                if (!*ret_error)
+                        *ret_error = db_error(c, NULL);
+                PQclear(PQexec(c, "ROLLBACK"));
+        }
+        buf_free(&b);
+        return r;
+}
+
+/* Plans processing/PATH of file `id`: bad files are failed, good ones get chunks. */
+static int plan_file(PGconn *c, const Config *cfg, int64_t id, FileKind kind, const char *path)
+{
+        char *full = registry_processing_path(cfg, path), *err = NULL;
+        int fd = open(full, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+        Plan plan = { 0 };
+        double t0 = now_monotonic();
+        int r = fd < 0 ? -errno : planner_plan(fd, kind, cfg->key, cfg->chunk_size, &plan, &err);
+
+        if (fd >= 0)
+                close(fd);
+        if (r == -EINVAL || r == -EACCES || r == -ENOENT) {
+                if (!err)
+                        err = xasprintf("cannot open: %s", strerror(-r));
+                r = registry_fail(c, cfg, id, err);
+        } else if (r < 0) {
+                log_ctx(LOG_ERR, file_ctx(path, NULL), "cannot read %s: %s", full, strerror(-r));
+        } else {
+                r = store_plan(c, id, &plan, &err);
+                if (r == 0)
+                        log_ctx(LOG_INFO, (LogCtx){ path, -1, (long long)plan.data_rows, "loading" },
+                                "planned: %" PRIu64 " bytes, %" PRIu64 " data rows, %zu chunks (%.2f s), sha256 %s",
+                                plan.size, plan.data_rows, plan.n_chunks, now_monotonic() - t0, plan.sha256);
+                else
+                        log_ctx(LOG_ERR, file_ctx(path, NULL), "cannot store plan: %s", err);
+        }
+        plan_done(&plan);
+        free(err);
+        free(full);
+        return r;
+}
+
+static const char *not_regular(mode_t m)
+{
+        if (S_ISLNK(m)) return "symbolic link";
+        if (S_ISDIR(m)) return "directory";
+        if (S_ISFIFO(m)) return "FIFO";
+        if (S_ISSOCK(m)) return "socket";
+        if (!S_ISREG(m)) return "device";
+        return NULL;
+}
+
+int registry_register(PGconn *c, const Config *cfg, FileKind kind, const char *name)
+{
+        char *from = xasprintf("%s/%s", folder_of(cfg, kind), name);
+        char *shown = name_escape(name), *path = NULL, *to = NULL, *reason = NULL;
+        struct stat st;
+        int64_t id;
+        int r;
+
+        if (lstat(from, &st) < 0) {
+                r = errno == ENOENT ? 0 : -errno; /* already taken, or gone */
+                goto out;
+        }
+        id = next_file_id(c);
+        if (id < 0) {
+                r = -EIO;
+                goto out;
+        }
+        path = xasprintf("%" PRId64 "-%s", id, shown);
+        const char *what = not_regular(st.st_mode);
+        if (what)
+                reason = xasprintf("not a regular file (%s); moved to failed/", what);
+        r = insert_file(c, id, shown, kind, path, reason ? "failed" : "new", reason);
+        if (r < 0)
+                goto out;
+        to = xasprintf("%s/%s/%s", cfg->state, reason ? "failed" : "processing", path);
+        if (rename(from, to) < 0) {
+                r = errno == ENOENT ? 0 : -EAGAIN;
+                log_ctx(errno == ENOENT ? LOG_INFO : LOG_ERR, file_ctx(shown, NULL),
+                        "cannot move %s to %s: %s%s", from, to, strerror(errno),
+                        errno == ENOENT ? "" : "; will try again");
+                delete_file_row(c, id);
+                goto out;
+        }
+        if (reason) {
+                log_ctx(LOG_ERR, file_ctx(shown, "failed"), "%s: %s", shown, reason);
+                goto out;
+        }
+        log_ctx(LOG_INFO, file_ctx(path, "new"), "registered %s file %s as #%" PRId64 " (%lld bytes)",
+                file_kind_name(kind), shown, id, (long long)st.st_size);
+        r = plan_file(c, cfg, id, kind, path);
+out:
+        free(from);
+        free(shown);
+        free(path);
+        free(to);
+        free(reason);
+        return r;
+}
+
+typedef struct Found {
+        char *name;
+        struct timespec mtime;
+} Found;
+
+static int found_cmp(const void *a, const void *b)
+{
+        const Found *x = a, *y = b;
+
+        if (x->mtime.tv_sec != y->mtime.tv_sec)
+                return x->mtime.tv_sec < y->mtime.tv_sec ? -1 : 1;
+        if (x->mtime.tv_nsec != y->mtime.tv_nsec)
+                return x->mtime.tv_nsec < y->mtime.tv_nsec ? -1 : 1;
+        return strcmp(x->name, y->name);
+}
+
+static int rescan_folder(PGconn *c, const Config *cfg, FileKind kind, int *deferred)
+{
+        DIR *d = opendir(folder_of(cfg, kind));
+        Found *found = NULL;
+        size_t n = 0, cap = 0;
+        struct dirent *de;
+        time_t now = time(NULL);
+        int r = 0;
+
+        if (!d)
+                return -errno;
+        while ((de = readdir(d))) {
+                struct stat st;
+                if (!watcher_name_wanted(de->d_name) ||
+                    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                        continue;
+                if (S_ISREG(st.st_mode) && st.st_mtim.tv_sec >= now - 1) {
+                        (*deferred)++; /* maybe still being written; its close event will come */
+                        continue;
+                }
+                if (n == cap)
+                        found = xrealloc(found, (cap = cap ? cap * 2 : 16) * sizeof *found);
+                found[n++] = (Found){ xstrdup(de->d_name), st.st_mtim };
+        }
+        closedir(d);
+        qsort(found, n, sizeof *found, found_cmp);
+        for (size_t i = 0; i < n; i++) {
+                int k = r < 0 ? 0 : registry_register(c, cfg, kind, found[i].name);
+                if (k == -EAGAIN)
+                        (*deferred)++;
+                else if (k < 0)
+                        r = k;
+                free(found[i].name);
+        }
+        free(found);
+        return r;
+}
+
+int registry_rescan(PGconn *c, const Config *cfg, int *ret_deferred)
+{
+        int deferred = 0;
+        int r = rescan_folder(c, cfg, KIND_INGEST, &deferred);
+
+        if (r == 0)
+                r = rescan_folder(c, cfg, KIND_UPDATE, &deferred);
+        *ret_deferred = deferred;
+        return r;
+}
+
+static int recover_new_files(PGconn *c, const Config *cfg)
+{
+        PGresult *res = db_query(c, NULL, "SELECT id, kind, path FROM ingest.files WHERE state = 'new' ORDER BY id", 0, NULL);
+
+        if (!res)
+                return -EIO;
+        for (int i = 0; i < PQntuples(res); i++) {
+                int64_t id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+                FileKind kind = strcmp(PQgetvalue(res, i, 1), "update") == 0 ? KIND_UPDATE : KIND_INGEST;
+                char *full = registry_processing_path(cfg, PQgetvalue(res, i, 2));
+                if (access(full, F_OK) == 0)
+                        plan_file(c, cfg, id, kind, PQgetvalue(res, i, 2));
+                else
+                        delete_file_row(c, id); /* never moved: the rescan registers it again */
+                free(full);
+        }
+        PQclear(res);
+        return 0;
+}
+
+static int recover_final_moves(PGconn *c, const Config *cfg)
+{
+        PGresult *res = db_query(c, NULL,
+                "SELECT path, state FROM ingest.files WHERE state IN ('done', 'failed') "
+                "AND finished_at > now() - interval '7 days' ORDER BY id", 0, NULL);
+
+        if (!res)
+                return -EIO;
+        for (int i = 0; i < PQntuples(res); i++) {
+                char *full = registry_processing_path(cfg, PQgetvalue(res, i, 0));
+                if (access(full, F_OK) == 0)
+                        move_from_processing(cfg, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1));
+                free(full);
+        }
+        PQclear(res);
+        return 0;
+}
+
+int registry_recover(PGconn *c, const Config *cfg)
+{
+        char *err = NULL;
+        /* our previous workers died with their supervisor; a straggler still
+         * committing holds the row lock, and this UPDATE then sees 'done' */
+        int r = db_exec(c, &err, "UPDATE ingest.chunks SET state = 'pending', worker_pid = NULL "
+                                 "WHERE state = 'loading'", 0, NULL);
+        if (r < 0) {
+                log_msg(LOG_ERR, "recovery: %s", err);
+                free(err);
+                return r;
+        }
+        r = recover_new_files(c, cfg);
+        return r < 0 ? r : recover_final_moves(c, cfg);
+}
+
+static char *file_path(PGconn *c, int64_t id)
+{
+        char ids[32];
+        const char *p[1] = { ids };
+
+        snprintf(ids, sizeof ids, "%" PRId64, id);
+        PGresult *res = db_query(c, NULL, "SELECT path FROM ingest.files WHERE id = $1", 1, p);
+        char *path = res && PQntuples(res) == 1 ? xstrdup(PQgetvalue(res, 0, 0)) : NULL;
+        PQclear(res);
+        return path;
+}
+
+/* The totals row of a file from its chunks, and its final state. */
+static int close_file(PGconn *c, int64_t id, const char *state, const char *reason, char **ret_error)
+{
+        char ids[32];
+        const char *p[3] = { ids, state, reason };
+
+        snprintf(ids, sizeof ids, "%" PRId64, id);
+        return db_exec(c, ret_error,
+                "UPDATE ingest.files f SET state = $2, error = $3, finished_at = now(), "
+                " rows_loaded = t.l, rows_rejected = t.r, rows_superseded = t.s "
+                "FROM (SELECT coalesce(sum(rows_loaded), 0) l, coalesce(sum(rows_rejected), 0) r, "
+                "             coalesce(sum(rows_superseded), 0) s FROM ingest.chunks WHERE file_id = $1) t "
+                "WHERE f.id = $1", 3, p);
+}
+
+int registry_fail(PGconn *c, const Config *cfg, int64_t file_id, const char *reason)
+{
+        char *path = file_path(c, file_id), *err = NULL;
+        int r;
+
+        if (!path)
+                return -EIO;
+        r = close_file(c, file_id, "failed", reason, &err);
+        if (r == 0) {
+                log_ctx(LOG_ERR, file_ctx(path, "failed"), "%s failed: %s", path, reason);
+                move_from_processing(cfg, path, "failed");
+        } else {
+                log_ctx(LOG_ERR, file_ctx(path, NULL), "cannot mark failed: %s", err);
+        }
+        free(err);
+        free(path);
+        return r;
+}
+
+int registry_finish(PGconn *c, const Config *cfg, int64_t file_id)
+{
+        char ids[32], *path = file_path(c, file_id), *err = NULL, *reason = NULL;
+        const char *p[1] = { ids };
+        int r = -EIO;
+
+        snprintf(ids, sizeof ids, "%" PRId64, file_id);
+        PGresult *res = db_query(c, &err,
+                "SELECT f.data_rows, coalesce(sum(c.rows_loaded), 0), coalesce(sum(c.rows_rejected), 0), "
+                "       coalesce(sum(c.rows_superseded), 0) "
+                "FROM ingest.files f JOIN ingest.chunks c ON c.file_id = f.id WHERE f.id = $1 GROUP BY f.id",
+                1, p);
+        if (!path || !res || PQntuples(res) != 1)
+                goto out;
+        double rows = strtod(PQgetvalue(res, 0, 0), NULL);
+        long long loaded = atoll(PQgetvalue(res, 0, 1)), rejected = atoll(PQgetvalue(res, 0, 2)),
+                  superseded = atoll(PQgetvalue(res, 0, 3));
+        if (loaded + rejected + superseded != (long long)rows)
+                log_ctx(LOG_CRIT, file_ctx(path, NULL), "row accounting mismatch: %lld + %lld + %lld != %.0f",
+                        loaded, rejected, superseded, rows);
+        if (rows > 0 && rejected / rows > cfg->rejects_max_ratio)
+                reason = xasprintf("%lld of %.0f rows rejected (%.2f%%), above rejects.max_ratio %.2f%%; "
+                                   "see: ingestctl rejects %s", rejected, rows, 100.0 * rejected / rows,
+                                   100.0 * cfg->rejects_max_ratio, path);
+        r = close_file(c, file_id, reason ? "failed" : "done", reason, &err);
+        if (r < 0)
+                goto out;
+        log_ctx(reason ? LOG_ERR : LOG_INFO, (LogCtx){ path, -1, loaded, reason ? "failed" : "done" },
+                "%s %s: %lld loaded, %lld rejected, %lld superseded%s%s", path, reason ? "failed" : "done",
+                loaded, rejected, superseded, reason ? ": " : "", reason ? reason : "");
+        move_from_processing(cfg, path, reason ? "failed" : "done");
+out:
+        if (err)
+                log_ctx(LOG_ERR, file_ctx(path, NULL), "cannot finish: %s", err);
+        PQclear(res);
+        free(err);
+        free(reason);
+        free(path);
+        return r;
+}

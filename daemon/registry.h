@@ -1,0 +1,26 @@
+/* registry.h - the life of a file: incoming|updates -> processing -> done|failed,
+ * mirrored in ingest.files and ingest.chunks. Supervisor-side only. */
+#pragma once
+#include "config.h"
+#include "planner.h"
+
+#include <libpq-fe.h>
+#include <stdint.h>
+
+/* Creates processing/, done/, failed/ under paths.state and the watched folders. */
+int registry_make_dirs(const Config *cfg, char **ret_error);
+/* Registers, moves and plans one file found in a watched folder. -EAGAIN when
+ * it should be tried again later (the file could not be moved). */
+int registry_register(PGconn *c, const Config *cfg, FileKind kind, const char *name);
+/* Registers every wanted file in both folders, oldest first. Files modified
+ * in the last second are left for their close event; *ret_deferred counts them. */
+int registry_rescan(PGconn *c, const Config *cfg, int *ret_deferred);
+/* After a restart: unfinished registrations, chunks of dead workers, files
+ * whose final move did not happen. */
+int registry_recover(PGconn *c, const Config *cfg);
+/* Marks the file failed with a reason and moves it to failed/. */
+int registry_fail(PGconn *c, const Config *cfg, int64_t file_id, const char *reason);
+/* All chunks are done: totals, the reject ratio check, done/ or failed/. */
+int registry_finish(PGconn *c, const Config *cfg, int64_t file_id);
+/* Absolute path of a file under processing/. */
+char *registry_processing_path(const Config *cfg, const char *path);

@@ -1,0 +1,34 @@
+/* util.h - small helpers shared by every module: allocation that never returns
+ * NULL, size parsing, monotonic time, safe display of file names. */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* "16M", "512k", "1G", "4096" -> bytes. 0 or -EINVAL/-ERANGE. */
+int parse_size(const char *s, uint64_t *ret_bytes);
+
+/* Seconds since an arbitrary start, never going backwards. */
+double now_monotonic(void);
+
+/* A copy of a file name that is valid UTF-8 without control characters:
+ * other bytes become \xNN. Used for the database and for log lines. */
+char *name_escape(const char *name);
+
+/* True when [p, p+n) is valid UTF-8 (no overlongs, no surrogates). */
+bool utf8_valid(const char *p, size_t n);
+
+/* Growable byte buffer. */
+typedef struct Buf {
+        char *data;
+        size_t len, cap;
+} Buf;
+void buf_reserve(Buf *b, size_t extra);
+void buf_append(Buf *b, const void *p, size_t n);
+void buf_free(Buf *b);
