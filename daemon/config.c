@@ -168,7 +168,7 @@ static int apply_setting(Config *c, const config_setting_t *s, const char *name,
         if (setting_text(s, k->type, text, sizeof text) < 0 ||
             set_from_string(k, (char *)c + k->offset, text) < 0) {
                 if (k->type == CT_INT || k->type == CT_FLOAT || k->type == CT_SIZE)
-                        *ret_error = xasprintf("%s:%d: key '%s': expected %s between %g and %g",
+                        *ret_error = xasprintf("%s:%d: key '%s': expected %s between %.15g and %.15g",
                                                path, line, name, type_name(k->type), k->min, k->max);
                 else
                         *ret_error = xasprintf("%s:%d: key '%s': expected %s", path, line, name,

@@ -6,12 +6,18 @@
 #include <errno.h>
 #include <string.h>
 
+static void ignore_notice(void *arg, const char *message)
+{
+        (void)arg;
+        (void)message;
+}
+
 PGconn *db_connect(const char *conninfo, char **ret_error)
 {
         PGconn *c = PQconnectdb(conninfo);
 
         if (PQstatus(c) == CONNECTION_OK) {
-                PQsetNoticeProcessor(c, NULL, NULL);
+                PQsetNoticeProcessor(c, ignore_notice, NULL);
                 return c;
         }
         *ret_error = xstrdup(c ? PQerrorMessage(c) : "out of memory");

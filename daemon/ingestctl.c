@@ -77,8 +77,8 @@ static int copy_fd(int in, int out)
         return n < 0 ? -errno : 0;
 }
 
-/* Copies src to DIR/NAME via a dotfile, fsync and link, never replacing a
- * file of the same name that is still waiting there. */
+/* Copies src to DIR/NAME via a dotfile, fsync and rename (the watcher sees
+ * IN_MOVED_TO), never replacing a file of that name still waiting there. */
 static int drop_file(const char *src, const char *dir, const char *name)
 {
         char *tmp = xasprintf("%s/.%s.ingestctl-%d", dir, name, (int)getpid());
@@ -94,12 +94,12 @@ static int drop_file(const char *src, const char *dir, const char *name)
         r = out < 0 ? -errno : copy_fd(in, out);
         if (r == 0 && fsync(out) < 0)
                 r = -errno;
-        if (r == 0 && link(tmp, dst) < 0)
+        if (r == 0 && renameat2(AT_FDCWD, tmp, AT_FDCWD, dst, RENAME_NOREPLACE) < 0)
                 r = -errno;
         if (r < 0)
                 fprintf(stderr, "ingestctl: cannot copy %s to %s: %s%s\n", src, dst, strerror(-r),
                         r == -EEXIST ? " (a file of that name is still waiting to be picked up)" : "");
-        if (out >= 0)
+        if (r < 0 && out >= 0)
                 unlink(tmp);
 out:
         if (in >= 0)

@@ -197,11 +197,18 @@ static int wait_predecessor(Job *j)
         }
 }
 
+/* Of a chunk's distinct rows, "outranked" ones are older than the row in the
+ * table (a later file got there first) and are not applied; "superseding" ones
+ * replace a row an earlier chunk of this same file wrote, which thereby
+ * becomes superseded. Both move a row from loaded to superseded. */
+#define OUTRANKED_SUPERSEDING \
+        "SELECT count(*) FILTER (WHERE (p.file_seq, p.line) >= ($1::bigint, s.line)) AS outranked, " \
+        "       count(*) FILTER (WHERE p.file_seq = $1::bigint AND p.line < s.line) AS superseding"
+
 static const char *const apply_ingest_sku =
         "WITH s AS (SELECT DISTINCT ON (sku) sku, name, description, line FROM pg_temp.stage "
         "           ORDER BY sku, line DESC), "
-        " o AS (SELECT count(*) AS n FROM s JOIN public.products p ON p.sku = s.sku "
-        "       WHERE (p.file_seq, p.line) >= ($1::bigint, s.line)), "
+        " o AS (" OUTRANKED_SUPERSEDING " FROM s JOIN public.products p ON p.sku = s.sku), "
         " i AS (INSERT INTO public.products AS p (sku, name, description, file_seq, line) "
         "       SELECT sku, name, description, $1::bigint, line FROM s ORDER BY sku "
         "       ON CONFLICT (sku) DO UPDATE SET name = EXCLUDED.name, description = EXCLUDED.description, "
@@ -209,13 +216,12 @@ static const char *const apply_ingest_sku =
         "       WHERE (p.file_seq, p.line) < (EXCLUDED.file_seq, EXCLUDED.line) "
         "         AND (p.name, p.description) IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.description) "
         "       RETURNING 1) "
-        "SELECT (SELECT count(*) FROM s), (SELECT n FROM o), (SELECT count(*) FROM i)";
+        "SELECT (SELECT count(*) FROM s), o.outranked, o.superseding, (SELECT count(*) FROM i) FROM o";
 
 static const char *const apply_ingest_sku_name =
         "WITH s AS (SELECT DISTINCT ON (sku, name) sku, name, description, line FROM pg_temp.stage "
         "           ORDER BY sku, name, line DESC), "
-        " o AS (SELECT count(*) AS n FROM s JOIN public.products p ON p.sku = s.sku AND p.name = s.name "
-        "       WHERE (p.file_seq, p.line) >= ($1::bigint, s.line)), "
+        " o AS (" OUTRANKED_SUPERSEDING " FROM s JOIN public.products p ON p.sku = s.sku AND p.name = s.name), "
         " i AS (INSERT INTO public.products AS p (sku, name, description, file_seq, line) "
         "       SELECT sku, name, description, $1::bigint, line FROM s ORDER BY sku, name "
         "       ON CONFLICT (sku, name) DO UPDATE SET description = EXCLUDED.description, "
@@ -223,7 +229,7 @@ static const char *const apply_ingest_sku_name =
         "       WHERE (p.file_seq, p.line) < (EXCLUDED.file_seq, EXCLUDED.line) "
         "         AND p.description IS DISTINCT FROM EXCLUDED.description "
         "       RETURNING 1) "
-        "SELECT (SELECT count(*) FROM s), (SELECT n FROM o), (SELECT count(*) FROM i)";
+        "SELECT (SELECT count(*) FROM s), o.outranked, o.superseding, (SELECT count(*) FROM i) FROM o";
 
 /* For update files: the SET list and the change test follow the header. */
 static char *apply_update_sql(const Job *j, const Header *h)
@@ -248,13 +254,14 @@ static char *apply_update_sql(const Job *j, const Header *h)
         return xasprintf(
                 "WITH s AS (SELECT DISTINCT ON (%s) sku, name, description, line FROM pg_temp.stage "
                 "           ORDER BY %s, line DESC), "
-                " k AS (SELECT s.*, (p.file_seq, p.line) >= ($1::bigint, s.line) AS outranked "
+                " k AS (SELECT s.*, (p.file_seq, p.line) >= ($1::bigint, s.line) AS outranked, "
+                "       p.file_seq = $1::bigint AND p.line < s.line AS superseding "
                 "       FROM s JOIN public.products p ON %s), "
                 " u AS (UPDATE public.products p SET %sfile_seq = $1::bigint, line = s.line "
                 "       FROM k s WHERE %s AND NOT s.outranked "
                 "         AND (%sNULL::text) IS DISTINCT FROM (%sNULL::text) RETURNING 1) "
                 "SELECT (SELECT count(*) FROM k), (SELECT count(*) FROM k WHERE outranked), "
-                "       (SELECT count(*) FROM u)",
+                "       (SELECT count(*) FROM k WHERE superseding), (SELECT count(*) FROM u)",
                 key, key, match, set, match, old, new);
 }
 
@@ -262,9 +269,10 @@ static void apply_result(Job *j, PGresult *res, uint64_t rows)
 {
         uint64_t distinct = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
         uint64_t outranked = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
+        uint64_t superseding = strtoull(PQgetvalue(res, 0, 2), NULL, 10);
 
-        j->loaded = distinct - outranked;
-        j->superseded = rows - distinct + outranked;
+        j->loaded = distinct - outranked - superseding;
+        j->superseded = rows - distinct + outranked + superseding;
 }
 
 static int reject_unknown(Job *j, uint64_t *ret_unknown)
