@@ -47,14 +47,16 @@ typedef struct Job {
 
 static LogCtx job_ctx(const Job *j) { return (LogCtx){ j->path, j->chunk_no, -1, NULL }; }
 
-/* Locks our chunk row. Returns 1 when there is work, 0 when already done. */
+/* Locks our chunk row. Returns 1 when there is work, 0 when already done. A
+ * successor's probe holds the row for an instant, hence a short lock timeout
+ * rather than NOWAIT; a second live worker on the chunk holds it far longer. */
 static int lock_chunk(Job *j)
 {
         const char *p[2] = { j->ids[0], j->ids[1] };
         PGresult *res = db_query(j->conn, &j->error,
                 "SELECT c.state, c.start_offset, c.end_offset, c.first_line, f.kind "
                 "FROM ingest.chunks c JOIN ingest.files f ON f.id = c.file_id "
-                "WHERE c.file_id = $1 AND c.no = $2 FOR UPDATE OF c NOWAIT", 2, p);
+                "WHERE c.file_id = $1 AND c.no = $2 FOR UPDATE OF c", 2, p);
         int r;
 
         if (!res)
@@ -171,7 +173,9 @@ out:
 }
 
 /* Blocks until chunk no-1 has committed. 1 = go on, 0 = give up (stop or the
- * file failed), <0 = database error. */
+ * file failed), <0 = database error. FOR SHARE waits while the predecessor's
+ * worker holds its row; the savepoint is rolled back at once so that our share
+ * lock never blocks a predecessor that has not started yet. */
 static int wait_predecessor(Job *j)
 {
         char prev[32];
@@ -181,11 +185,15 @@ static int wait_predecessor(Job *j)
                 return 1;
         snprintf(prev, sizeof prev, "%d", j->chunk_no - 1);
         for (;;) {
+                if (db_exec(j->conn, &j->error, "SAVEPOINT predecessor", 0, NULL) < 0)
+                        return -EIO;
                 PGresult *res = db_query(j->conn, &j->error,
                         "SELECT c.state, f.state FROM ingest.chunks c JOIN ingest.files f ON f.id = c.file_id "
                         "WHERE c.file_id = $1 AND c.no = $2 FOR SHARE OF c", 2, p);
-                if (!res)
+                if (!res || db_exec(j->conn, &j->error, "ROLLBACK TO SAVEPOINT predecessor", 0, NULL) < 0) {
+                        PQclear(res);
                         return -EIO;
+                }
                 bool done = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "done") == 0;
                 bool failed = PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 1), "failed") == 0;
                 PQclear(res);
@@ -193,7 +201,7 @@ static int wait_predecessor(Job *j)
                         return 1;
                 if (failed || stop_requested)
                         return 0;
-                nanosleep(&(struct timespec){ 0, 50 * 1000 * 1000 }, NULL);
+                nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
         }
 }
 
@@ -352,9 +360,12 @@ static int load_chunk(Job *j)
         Buf rejects = { 0 };
         int r;
 
-        if (db_exec(j->conn, &j->error, "BEGIN", 0, NULL) < 0)
+        if (db_exec(j->conn, &j->error, "BEGIN", 0, NULL) < 0 ||
+            db_exec(j->conn, &j->error, "SET LOCAL lock_timeout = '5s'", 0, NULL) < 0)
                 return WORKER_RETRY;
         r = lock_chunk(j);
+        if (r > 0 && db_exec(j->conn, &j->error, "SET LOCAL lock_timeout = 0", 0, NULL) < 0)
+                r = -EIO;
         if (r <= 0) {
                 PQclear(PQexec(j->conn, r == 0 ? "COMMIT" : "ROLLBACK"));
                 return r == 0 ? WORKER_DONE : r == -ENOENT ? WORKER_BAD_FILE : WORKER_RETRY;
