@@ -84,6 +84,21 @@ static int header_check_kind(const Header *h, FileKind kind, KeyMode key, char *
         return 0;
 }
 
+/* A header line is short text: control bytes (other than tab, CR, LF) or
+ * invalid UTF-8 in its first 4 KiB mean the file is not CSV at all. */
+static bool looks_binary(const char *p, size_t n)
+{
+        if (n > 4096)
+                n = 4096;
+        for (size_t i = 0; i < n; i++) {
+                unsigned char c = (unsigned char)p[i];
+                if (c < 0x20 && c != '\t' && c != '\r' && c != '\n')
+                        return true;
+        }
+        /* a cut at 4 KiB may split a UTF-8 sequence: allow 3 bytes of slack */
+        return !utf8_valid(p, n) && (n < 4 || !utf8_valid(p, n - 3));
+}
+
 int header_parse(const char *buf, size_t len, FileKind kind, KeyMode key, Header *ret,
                  char **ret_error)
 {
@@ -99,7 +114,7 @@ int header_parse(const char *buf, size_t len, FileKind kind, KeyMode key, Header
                 *ret_error = xasprintf("empty file");
                 goto out;
         }
-        if (rec.error == CSV_ERR_NUL || rec.error == CSV_ERR_UTF8 ||
+        if (looks_binary(buf + skip, rec.len) ||
             (rec.offset + rec.len == skip + scan_len && scan_len == HEADER_MAX_BYTES)) {
                 *ret_error = xasprintf("binary file: the first line is not UTF-8 text");
                 goto out;

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -420,10 +421,13 @@ int worker_run(const Config *cfg, int64_t file_id, int chunk_no, const char *pat
         }
         PQclear(PQexec(j.conn, "SET temp_buffers = '256MB'"));
         status = load_chunk(&j);
-        if (status == WORKER_DONE)
+        if (status == WORKER_DONE) {
+                struct rusage ru;
+                getrusage(RUSAGE_SELF, &ru);
                 log_ctx(LOG_DEBUG, (LogCtx){ path, chunk_no, (long long)j.loaded, "done" },
-                        "chunk %d: %" PRIu64 " loaded, %" PRIu64 " rejected, %" PRIu64 " superseded",
-                        chunk_no, j.loaded, j.rejected, j.superseded);
+                        "chunk %d: %" PRIu64 " loaded, %" PRIu64 " rejected, %" PRIu64 " superseded, "
+                        "peak RSS %ld kB", chunk_no, j.loaded, j.rejected, j.superseded, ru.ru_maxrss);
+        }
         else if (j.error) {
                 log_ctx(LOG_WARNING, job_ctx(&j), "chunk %d: %s", chunk_no, j.error);
                 record_error(&j);
