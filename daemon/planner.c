@@ -16,7 +16,7 @@
 
 const char *const column_names[N_COLUMNS] = { "sku", "name", "description" };
 
-#define DROP_BEHIND (64u << 20) /* release mapped pages every 64 MiB */
+#define DROP_BEHIND (4u << 20) /* release mapped pages every 4 MiB */
 #define HASH_STEP (1u << 20)
 
 const char *file_kind_name(FileKind k) { return k == KIND_UPDATE ? "update" : "ingest"; }

@@ -424,7 +424,7 @@ int worker_run(const Config *cfg, int64_t file_id, int chunk_no, const char *pat
         if (status == WORKER_DONE) {
                 struct rusage ru;
                 getrusage(RUSAGE_SELF, &ru);
-                log_ctx(LOG_DEBUG, (LogCtx){ path, chunk_no, (long long)j.loaded, "done" },
+                log_ctx(LOG_INFO, (LogCtx){ path, chunk_no, (long long)j.loaded, "done" },
                         "chunk %d: %" PRIu64 " loaded, %" PRIu64 " rejected, %" PRIu64 " superseded, "
                         "peak RSS %ld kB", chunk_no, j.loaded, j.rejected, j.superseded, ru.ru_maxrss);
         }
