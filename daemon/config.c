@@ -93,7 +93,7 @@ static int set_from_string(const ConfigKey *k, void *field, const char *s)
                 double v = strtod(s, &end);
                 if (*end || !isfinite(v) || v < k->min || v > k->max)
                         return -ERANGE;
-                if (k->type == CT_INT && v != floor(v))
+                if (k->type == CT_INT && v != (double)(long long)v)
                         return -EINVAL;
                 if (k->type == CT_INT)
                         *(int *)field = (int)v;

@@ -7,7 +7,6 @@
  * repeating an earlier sku under another name; QUOTE_MINIMAL quoting as
  * Python's csv module writes it. Same --rows and --seed, same bytes. */
 #include <inttypes.h>
-#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
