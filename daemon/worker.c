@@ -46,7 +46,14 @@ typedef struct Job {
         char *error;
 } Job;
 
-static LogCtx job_ctx(const Job *j) { return (LogCtx){ j->path, j->chunk_no, -1, NULL }; }
+/* Log lines carry the processing name ("ID-NAME"), as the supervisor's do. */
+static const char *log_name(const char *path)
+{
+        const char *slash = strrchr(path, '/');
+        return slash ? slash + 1 : path;
+}
+
+static LogCtx job_ctx(const Job *j) { return (LogCtx){ log_name(j->path), j->chunk_no, -1, NULL }; }
 
 /* Locks our chunk row. Returns 1 when there is work, 0 when already done. A
  * successor's probe holds the row for an instant, hence a short lock timeout
@@ -424,7 +431,7 @@ int worker_run(const Config *cfg, int64_t file_id, int chunk_no, const char *pat
         if (status == WORKER_DONE) {
                 struct rusage ru;
                 getrusage(RUSAGE_SELF, &ru);
-                log_ctx(LOG_INFO, (LogCtx){ path, chunk_no, (long long)j.loaded, "done" },
+                log_ctx(LOG_INFO, (LogCtx){ log_name(path), chunk_no, (long long)j.loaded, "done" },
                         "chunk %d: %" PRIu64 " loaded, %" PRIu64 " rejected, %" PRIu64 " superseded, "
                         "peak RSS %ld kB", chunk_no, j.loaded, j.rejected, j.superseded, ru.ru_maxrss);
         }
