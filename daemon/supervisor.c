@@ -291,7 +291,7 @@ static void maybe_aggregate(Supervisor *s)
 
 /* Spawns the due pending chunks among the lowest `workers` unfinished ones.
  * Returns false when the file has no unfinished chunk left. */
-static bool schedule_file(Supervisor *s, int64_t file_id, const char *path, int total)
+static bool schedule_file(Supervisor *s, int64_t file_id, const char *path, int total, double rate)
 {
         char ids[32], lim[32], *err = NULL;
         int workers = config_workers(s->cfg);
@@ -317,7 +317,8 @@ static bool schedule_file(Supervisor *s, int64_t file_id, const char *path, int 
         }
         PQclear(res);
         if (left > 0)
-                notify_status(s, "loading %s: %d/%d chunks done", path, total - left < 0 ? 0 : total - left, total);
+                notify_status(s, "loading %s: %d/%d chunks, %.0fk rows/s", path,
+                              total - left < 0 ? 0 : total - left, total, rate / 1000);
         return left > 0;
 }
 
@@ -325,8 +326,12 @@ static void schedule(Supervisor *s)
 {
         char *err = NULL;
         PGresult *res = db_query(s->conn, &err,
-                "SELECT id, path, chunks, (SELECT count(*) FROM ingest.chunks c WHERE c.file_id = f.id "
-                "AND c.state <> 'done') FROM ingest.files f WHERE state = 'loading' ORDER BY id LIMIT 1", 0, NULL);
+                "SELECT id, path, chunks, count(c.*) FILTER (WHERE c.state <> 'done'), "
+                " coalesce(sum(c.rows_loaded + c.rows_rejected + c.rows_superseded) "
+                "          FILTER (WHERE c.state = 'done'), 0) "
+                "   / greatest(extract(epoch FROM now() - f.started_at), 0.001) "
+                "FROM ingest.files f LEFT JOIN ingest.chunks c ON c.file_id = f.id "
+                "WHERE f.state = 'loading' GROUP BY f.id ORDER BY f.id LIMIT 1", 0, NULL);
 
         if (!res) {
                 db_lost(s, "scheduling", err);
@@ -340,8 +345,9 @@ static void schedule(Supervisor *s)
         int64_t id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
         char *path = xstrdup(PQgetvalue(res, 0, 1));
         int total = atoi(PQgetvalue(res, 0, 2)), left = atoi(PQgetvalue(res, 0, 3));
+        double rate = atof(PQgetvalue(res, 0, 4));
         PQclear(res);
-        if (left > 0 && schedule_file(s, id, path, total)) {
+        if (left > 0 && schedule_file(s, id, path, total, rate)) {
                 free(path);
                 return;
         }
