@@ -18,6 +18,7 @@ const char *const column_names[N_COLUMNS] = { "sku", "name", "description" };
 
 #define DROP_BEHIND (4u << 20) /* release mapped pages every 4 MiB */
 #define HASH_STEP (1u << 20)
+#define HEADER_MAX_NAME 4096
 
 const char *file_kind_name(FileKind k) { return k == KIND_UPDATE ? "update" : "ingest"; }
 
@@ -48,13 +49,12 @@ static int header_columns(const CsvRecord *rec, Header *h, char **ret_error)
                 h->index[c] = -1;
         for (size_t i = 0; i < rec->n_fields; i++) {
                 int c = header_column(&rec->fields[i], name, sizeof name);
-                if (c < 0) {
-                        *ret_error = xasprintf("header: unknown column '%s' (expected sku, name, description)",
-                                               name);
-                        return -EINVAL;
-                }
-                if (h->index[c] >= 0) {
-                        *ret_error = xasprintf("header: column '%s' appears twice", name);
+                if (c < 0 || h->index[c] >= 0) {
+                        char *shown = name_escape(name);
+                        *ret_error = c < 0 ? xasprintf("header: unknown column '%.64s' (expected sku, name, "
+                                                       "description)", shown)
+                                           : xasprintf("header: column '%s' appears twice", shown);
+                        free(shown);
                         return -EINVAL;
                 }
                 h->index[c] = (int)i;
@@ -109,7 +109,7 @@ int header_parse(const char *buf, size_t len, FileKind kind, KeyMode key, Header
         Header h = { 0 };
         int ret_r = -EINVAL;
 
-        csv_reader_init(r, buf + skip, scan_len, skip, 1, 4096);
+        csv_reader_init(r, buf + skip, scan_len, skip, 1, HEADER_MAX_NAME);
         if (len == 0 || !csv_next(r, &rec)) {
                 *ret_error = xasprintf("empty file");
                 goto out;
@@ -117,6 +117,10 @@ int header_parse(const char *buf, size_t len, FileKind kind, KeyMode key, Header
         if (looks_binary(buf + skip, rec.len) ||
             (rec.offset + rec.len == skip + scan_len && scan_len == HEADER_MAX_BYTES)) {
                 *ret_error = xasprintf("binary file: the first line is not UTF-8 text");
+                goto out;
+        }
+        if (rec.error == CSV_ERR_FIELD_TOO_LONG) {
+                *ret_error = xasprintf("header: a column name is longer than %d bytes", HEADER_MAX_NAME);
                 goto out;
         }
         if (rec.error != CSV_OK) {

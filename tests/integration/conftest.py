@@ -93,11 +93,12 @@ class Daemon:
                     % (max_ratio, max_field))
             f.write(extra)
 
-    def start(self, wait_ready=True, debug=False):
+    def start(self, wait_ready=True, debug=False, prefix=()):
+        """prefix: a command to run ingestd under, such as setpriv."""
         for d in (self.incoming, self.updates):
             os.makedirs(d, exist_ok=True)
         self.log = open(self.log_path, "a")
-        args = [INGESTD, "-c", self.config] + (["--debug"] if debug else [])
+        args = list(prefix) + [INGESTD, "-c", self.config] + (["--debug"] if debug else [])
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
         if wait_ready:
             self.wait_log("ready:", timeout=30)
@@ -176,3 +177,8 @@ def generate(path, rows, seed=1, *extra):
     subprocess.run([GEN, "--rows", str(rows), "--seed", str(seed), "-o", str(path)] + list(extra),
                    check=True)
     return str(path)
+
+
+# root without the capabilities that bypass file permissions, so that tests of
+# unreadable files and unwritable folders mean the same as for the ingestd user
+NO_DAC = ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search,-fowner"]

@@ -85,7 +85,7 @@ BAD_FILES = {
     "empty.csv": (b"", "empty file"),
     "header-only.csv": (b"sku,name,description\r\n", "no data rows"),
     "no-sku.csv": (b"name,description\r\nA,b\r\n", "no 'sku' column"),
-    "binary.bin": (bytes(random.Random(5).randrange(256) for _ in range(5000)), "binary file"),
+    "binary.bin": (bytes(random.Random(5).getrandbits(8) for _ in range(1)) + random.Random(5).randbytes(5000), "binary file"),
 }
 
 
