@@ -17,7 +17,8 @@ from model import Model
 
 STAGE_BUILD = os.path.join(ROOT, "build", "sd")
 STAGE = os.path.join(ROOT, "build", "sd-stage")
-WORK = os.path.join(ROOT, "build", "sd-work")     # not under /tmp: the unit has PrivateTmp=
+# not under /tmp (nor /var/tmp): the unit has PrivateTmp=, and a clone may live in /tmp
+WORK = "/run/ingestd-sdtest-%d" % os.getpid()
 
 
 def sh(*cmd, **kw):
@@ -150,6 +151,7 @@ def box():
     finally:
         c.poweroff()
         subprocess.run([os.path.join(ROOT, "tools", "pgcluster"), "stop", pgdir, "immediate"])
+        shutil.rmtree(WORK, ignore_errors=True)
 
 
 def wait_file_state(conninfo, name, state, timeout=120):
