@@ -48,8 +48,8 @@ static const char *prio_name(int p)
 
 static void log_to_journal(int prio, LogCtx c, const char *msg)
 {
-        char f[7][2200];
-        struct iovec iov[7];
+        char f[8][2200];
+        struct iovec iov[8];
         int n = 0;
 
         snprintf(f[n], sizeof f[n], "MESSAGE=%s", msg), n++;
@@ -57,6 +57,8 @@ static void log_to_journal(int prio, LogCtx c, const char *msg)
         snprintf(f[n], sizeof f[n], "SYSLOG_IDENTIFIER=%s", log_ident), n++;
         if (c.file)
                 snprintf(f[n], sizeof f[n], "INGEST_FILE=%s", c.file), n++;
+        if (c.file_id > 0)
+                snprintf(f[n], sizeof f[n], "INGEST_FILE_ID=%lld", c.file_id), n++;
         if (c.chunk >= 0)
                 snprintf(f[n], sizeof f[n], "INGEST_CHUNK=%ld", c.chunk), n++;
         if (c.rows >= 0)

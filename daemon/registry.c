@@ -22,9 +22,21 @@
 #include <time.h>
 #include <unistd.h>
 
-static LogCtx file_ctx(const char *name, const char *state)
+/* A file not registered yet: its name as found. */
+static LogCtx name_ctx(const char *name, const char *state)
 {
-        return (LogCtx){ name, -1, -1, state };
+        return (LogCtx){ name, -1, -1, -1, state };
+}
+
+/* A registered file: our own "ID-NAME" gives INGEST_FILE=NAME, INGEST_FILE_ID=ID. */
+static LogCtx path_ctx(const char *path, const char *state, long long rows)
+{
+        char *dash;
+        long long id = path ? strtoll(path, &dash, 10) : -1;
+
+        if (!path || *dash != '-')
+                return (LogCtx){ path, -1, -1, rows, state };
+        return (LogCtx){ dash + 1, id, -1, rows, state };
 }
 
 int registry_make_dirs(const Config *cfg, char **ret_error)
@@ -69,7 +81,7 @@ static int move_from_processing(const Config *cfg, const char *path, const char 
         if (r == -ENOENT && access(to, F_OK) == 0)
                 r = 0;
         if (r < 0)
-                log_ctx(LOG_ERR, file_ctx(path, dest), "cannot move %s to %s: %s", from, to, strerror(-r));
+                log_ctx(LOG_ERR, path_ctx(path, dest, -1), "cannot move %s to %s: %s", from, to, strerror(-r));
         free(from);
         free(to);
         return r;
@@ -96,7 +108,7 @@ static int insert_file(PGconn *c, int64_t id, const char *name, FileKind kind, c
                         "INSERT INTO ingest.files (id, name, kind, path, state, error, finished_at) "
                         "VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $5 = 'failed' THEN now() END)", 6, p);
         if (r < 0) {
-                log_ctx(LOG_ERR, file_ctx(name, NULL), "cannot register: %s", err);
+                log_ctx(LOG_ERR, name_ctx(name, NULL), "cannot register: %s", err);
                 free(err);
         }
         return r;
@@ -174,15 +186,15 @@ static int plan_file(PGconn *c, const Config *cfg, int64_t id, FileKind kind, co
                         err = xasprintf("cannot open: %s", strerror(-r));
                 r = registry_fail(c, cfg, id, err);
         } else if (r < 0) {
-                log_ctx(LOG_ERR, file_ctx(path, NULL), "cannot read %s: %s", full, strerror(-r));
+                log_ctx(LOG_ERR, path_ctx(path, NULL, -1), "cannot read %s: %s", full, strerror(-r));
         } else {
                 r = store_plan(c, id, &plan, &err);
                 if (r == 0)
-                        log_ctx(LOG_INFO, (LogCtx){ path, -1, (long long)plan.data_rows, "loading" },
+                        log_ctx(LOG_INFO, path_ctx(path, "loading", (long long)plan.data_rows),
                                 "planned: %" PRIu64 " bytes, %" PRIu64 " data rows, %zu chunks (%.2f s), sha256 %s",
                                 plan.size, plan.data_rows, plan.n_chunks, now_monotonic() - t0, plan.sha256);
                 else
-                        log_ctx(LOG_ERR, file_ctx(path, NULL), "cannot store plan: %s", err);
+                        log_ctx(LOG_ERR, path_ctx(path, NULL, -1), "cannot store plan: %s", err);
         }
         plan_done(&plan);
         free(err);
@@ -227,17 +239,17 @@ int registry_register(PGconn *c, const Config *cfg, FileKind kind, const char *n
         to = xasprintf("%s/%s/%s", cfg->state, reason ? "failed" : "processing", path);
         if (rename(from, to) < 0) {
                 r = errno == ENOENT ? 0 : -EAGAIN;
-                log_ctx(errno == ENOENT ? LOG_INFO : LOG_ERR, file_ctx(shown, NULL),
+                log_ctx(errno == ENOENT ? LOG_INFO : LOG_ERR, name_ctx(shown, NULL),
                         "cannot move %s to %s: %s%s", from, to, strerror(errno),
                         errno == ENOENT ? "" : "; will try again");
                 delete_file_row(c, id);
                 goto out;
         }
         if (reason) {
-                log_ctx(LOG_ERR, file_ctx(shown, "failed"), "%s: %s", shown, reason);
+                log_ctx(LOG_ERR, path_ctx(path, "failed", -1), "%s: %s", shown, reason);
                 goto out;
         }
-        log_ctx(LOG_INFO, file_ctx(path, "new"), "registered %s file %s as #%" PRId64 " (%lld bytes)",
+        log_ctx(LOG_INFO, path_ctx(path, "new", -1), "registered %s file %s as #%" PRId64 " (%lld bytes)",
                 file_kind_name(kind), shown, id, (long long)st.st_size);
         r = plan_file(c, cfg, id, kind, path);
 out:
@@ -354,17 +366,7 @@ static int recover_final_moves(PGconn *c, const Config *cfg)
 
 int registry_recover(PGconn *c, const Config *cfg)
 {
-        char *err = NULL;
-        /* our previous workers died with their supervisor; a straggler still
-         * committing holds the row lock, and this UPDATE then sees 'done' */
-        int r = db_exec(c, &err, "UPDATE ingest.chunks SET state = 'pending', worker_pid = NULL "
-                                 "WHERE state = 'loading'", 0, NULL);
-        if (r < 0) {
-                log_msg(LOG_ERR, "recovery: %s", err);
-                free(err);
-                return r;
-        }
-        r = recover_new_files(c, cfg);
+        int r = recover_new_files(c, cfg);
         return r < 0 ? r : recover_final_moves(c, cfg);
 }
 
@@ -404,10 +406,10 @@ int registry_fail(PGconn *c, const Config *cfg, int64_t file_id, const char *rea
                 return -EIO;
         r = close_file(c, file_id, "failed", reason, &err);
         if (r == 0) {
-                log_ctx(LOG_ERR, file_ctx(path, "failed"), "%s failed: %s", path, reason);
+                log_ctx(LOG_ERR, path_ctx(path, "failed", -1), "%s failed: %s", path, reason);
                 move_from_processing(cfg, path, "failed");
         } else {
-                log_ctx(LOG_ERR, file_ctx(path, NULL), "cannot mark failed: %s", err);
+                log_ctx(LOG_ERR, path_ctx(path, NULL, -1), "cannot mark failed: %s", err);
         }
         free(err);
         free(path);
@@ -432,7 +434,7 @@ int registry_finish(PGconn *c, const Config *cfg, int64_t file_id)
         long long loaded = atoll(PQgetvalue(res, 0, 1)), rejected = atoll(PQgetvalue(res, 0, 2)),
                   superseded = atoll(PQgetvalue(res, 0, 3));
         if (loaded + rejected + superseded != (long long)rows)
-                log_ctx(LOG_CRIT, file_ctx(path, NULL), "row accounting mismatch: %lld + %lld + %lld != %.0f",
+                log_ctx(LOG_CRIT, path_ctx(path, NULL, -1), "row accounting mismatch: %lld + %lld + %lld != %.0f",
                         loaded, rejected, superseded, rows);
         if (rows > 0 && rejected / rows > cfg->rejects_max_ratio)
                 reason = xasprintf("%lld of %.0f rows rejected (%.2f%%), above rejects.max_ratio %.2f%%; "
@@ -441,13 +443,13 @@ int registry_finish(PGconn *c, const Config *cfg, int64_t file_id)
         r = close_file(c, file_id, reason ? "failed" : "done", reason, &err);
         if (r < 0)
                 goto out;
-        log_ctx(reason ? LOG_ERR : LOG_INFO, (LogCtx){ path, -1, loaded, reason ? "failed" : "done" },
+        log_ctx(reason ? LOG_ERR : LOG_INFO, path_ctx(path, reason ? "failed" : "done", loaded),
                 "%s %s: %lld loaded, %lld rejected, %lld superseded%s%s", path, reason ? "failed" : "done",
                 loaded, rejected, superseded, reason ? ": " : "", reason ? reason : "");
         move_from_processing(cfg, path, reason ? "failed" : "done");
 out:
         if (err)
-                log_ctx(LOG_ERR, file_ctx(path, NULL), "cannot finish: %s", err);
+                log_ctx(LOG_ERR, path_ctx(path, NULL, -1), "cannot finish: %s", err);
         PQclear(res);
         free(err);
         free(reason);

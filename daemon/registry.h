@@ -15,8 +15,9 @@ int registry_register(PGconn *c, const Config *cfg, FileKind kind, const char *n
 /* Registers every wanted file in both folders, oldest first. Files modified
  * in the last second are left for their close event; *ret_deferred counts them. */
 int registry_rescan(PGconn *c, const Config *cfg, int *ret_deferred);
-/* After a restart: unfinished registrations, chunks of dead workers, files
- * whose final move did not happen. */
+/* After a (re)connect: finishes registrations cut off before planning and
+ * final moves cut off after the state was committed. Chunks of dead workers
+ * are the supervisor's to reset (it knows which workers live). */
 int registry_recover(PGconn *c, const Config *cfg);
 /* Marks the file failed with a reason and moves it to failed/. */
 int registry_fail(PGconn *c, const Config *cfg, int64_t file_id, const char *reason);

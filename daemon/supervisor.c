@@ -52,7 +52,7 @@ typedef struct Supervisor {
         Config *cfg;
         const char *config_path;
         SupState state;
-        bool ready_sent, recovered;
+        bool ready_sent;
         int epoll_fd, signal_fd, timer_fd;
         sigset_t old_mask;
         Watcher *watcher;
@@ -224,9 +224,10 @@ static void try_connect(Supervisor *s)
         free(s->last_db_error);
         s->last_db_error = NULL;
         log_msg(LOG_INFO, "connected to the database, schema ready");
-        if (reset_orphan_chunks(s) < 0 || (!s->recovered && registry_recover(s->conn, s->cfg) < 0))
+        /* our previous workers died with their supervisor; a straggler still
+         * committing holds its row lock, and the reset then finds 'done' */
+        if (reset_orphan_chunks(s) < 0 || registry_recover(s->conn, s->cfg) < 0)
                 return;
-        s->recovered = true;
         s->state = SUP_RUNNING;
         s->rescan_at = now_monotonic();
 }
@@ -420,7 +421,7 @@ static void fail_running_file(Supervisor *s, int64_t file_id, const char *reason
 static void chunk_exited(Supervisor *s, const Child *c, int status)
 {
         int code = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status), attempts;
-        LogCtx ctx = { NULL, c->chunk_no, -1, NULL };
+        LogCtx ctx = { NULL, c->file_id, c->chunk_no, -1, NULL };
 
         if (code == WORKER_DONE || !s->conn)
                 return; /* with no connection, reset_orphan_chunks() settles it later */

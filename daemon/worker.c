@@ -46,14 +46,20 @@ typedef struct Job {
         char *error;
 } Job;
 
-/* Log lines carry the processing name ("ID-NAME"), as the supervisor's do. */
-static const char *log_name(const char *path)
+/* The name as dropped: the path ends in "ID-NAME". */
+static const char *log_name(const char *path, int64_t file_id)
 {
-        const char *slash = strrchr(path, '/');
-        return slash ? slash + 1 : path;
+        const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+        char prefix[32];
+        int n = snprintf(prefix, sizeof prefix, "%" PRId64 "-", file_id);
+
+        return strncmp(base, prefix, (size_t)n) == 0 ? base + n : base;
 }
 
-static LogCtx job_ctx(const Job *j) { return (LogCtx){ log_name(j->path), j->chunk_no, -1, NULL }; }
+static LogCtx job_ctx(const Job *j)
+{
+        return (LogCtx){ log_name(j->path, j->file_id), j->file_id, j->chunk_no, -1, NULL };
+}
 
 /* Locks our chunk row. Returns 1 when there is work, 0 when already done. A
  * successor's probe holds the row for an instant, hence a short lock timeout
@@ -431,7 +437,7 @@ int worker_run(const Config *cfg, int64_t file_id, int chunk_no, const char *pat
         if (status == WORKER_DONE) {
                 struct rusage ru;
                 getrusage(RUSAGE_SELF, &ru);
-                log_ctx(LOG_INFO, (LogCtx){ log_name(path), chunk_no, (long long)j.loaded, "done" },
+                log_ctx(LOG_INFO, (LogCtx){ log_name(path, file_id), file_id, chunk_no, (long long)j.loaded, "done" },
                         "chunk %d: %" PRIu64 " loaded, %" PRIu64 " rejected, %" PRIu64 " superseded, "
                         "peak RSS %ld kB", chunk_no, j.loaded, j.rejected, j.superseded, ru.ru_maxrss);
         }

@@ -45,9 +45,19 @@ def interrupted_load(daemon, tmp_path, sig):
     m = Model()
     m.ingest(src)
     assert d.products() == m.table()
+    assert d.aggregate() == m.aggregate()
     [f] = d.status()
     assert f["rows_loaded"] == len(m.products)
     assert f["rows_loaded"] + f["rows_superseded"] == 40000
+    import os
+    assert os.listdir(os.path.join(d.state, "processing")) == []
+    d.stop()
+    assert d.workers_alive() == []
+    deadline = time.time() + 10                     # no orphan database connection
+    while query(d.conninfo, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND pid <> pg_backend_pid()")[0][0]:
+        assert time.time() < deadline
+        time.sleep(0.1)
     return d
 
 
