@@ -43,6 +43,7 @@ typedef struct Job {
         PlanChunk range;
         LoadCounts counts;
         uint64_t loaded, superseded, rejected;
+        double t_stage, t_wait, t_apply, t_commit;   /* seconds per phase, for the log */
         char *error;
 } Job;
 
@@ -384,9 +385,12 @@ static int load_chunk(Job *j)
                 PQclear(PQexec(j->conn, r == 0 ? "COMMIT" : "ROLLBACK"));
                 return r == 0 ? WORKER_DONE : r == -ENOENT ? WORKER_BAD_FILE : WORKER_RETRY;
         }
+        double t0 = now_monotonic();
         r = stage_rows(j, &rejects);
+        double t1 = now_monotonic();
         if (r == 0)
                 r = wait_predecessor(j);
+        double t2 = now_monotonic();
         if (r == 0) {
                 buf_free(&rejects);
                 PQclear(PQexec(j->conn, "ROLLBACK"));
@@ -398,8 +402,13 @@ static int load_chunk(Job *j)
                 r = store_rejects(j, &rejects);
         if (r == 0)
                 r = mark_done(j);
+        double t3 = now_monotonic();
         if (r == 0)
                 r = db_exec(j->conn, &j->error, "COMMIT", 0, NULL);
+        j->t_stage = t1 - t0;
+        j->t_wait = t2 - t1;
+        j->t_apply = t3 - t2;
+        j->t_commit = now_monotonic() - t3;
         buf_free(&rejects);
         if (r == 0)
                 return WORKER_DONE;
@@ -438,8 +447,10 @@ int worker_run(const Config *cfg, int64_t file_id, int chunk_no, const char *pat
                 struct rusage ru;
                 getrusage(RUSAGE_SELF, &ru);
                 log_ctx(LOG_INFO, (LogCtx){ log_name(path, file_id), file_id, chunk_no, (long long)j.loaded, "done" },
-                        "chunk %d: %" PRIu64 " loaded, %" PRIu64 " rejected, %" PRIu64 " superseded, "
-                        "peak RSS %ld kB", chunk_no, j.loaded, j.rejected, j.superseded, ru.ru_maxrss);
+                        "chunk %d: %" PRIu64 " loaded, %" PRIu64 " rejected, %" PRIu64 " superseded; "
+                        "stage %.3f s, wait %.3f s, apply %.3f s, commit %.3f s; peak RSS %ld kB",
+                        chunk_no, j.loaded, j.rejected, j.superseded, j.t_stage, j.t_wait, j.t_apply,
+                        j.t_commit, ru.ru_maxrss);
         }
         else if (j.error) {
                 log_ctx(LOG_WARNING, job_ctx(&j), "chunk %d: %s", chunk_no, j.error);
