@@ -28,11 +28,7 @@ static int refresh_once(PGconn *c, char **ret_error)
                 r = db_exec(c, ret_error,
                             "UPDATE ingest.files SET aggregated_at = now() "
                             "WHERE aggregated_at IS NULL AND state IN ('done', 'failed')", 0, NULL);
-        if (r == 0)
-                r = db_exec(c, ret_error, "COMMIT", 0, NULL);
-        if (r < 0)
-                PQclear(PQexec(c, "ROLLBACK"));
-        return r;
+        return db_end(c, r, ret_error);
 }
 
 int aggregate_refresh(PGconn *c, char **ret_error)

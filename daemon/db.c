@@ -84,3 +84,12 @@ int db_script(PGconn *c, char **ret_error, const char *sql)
         PQclear(res);
         return r;
 }
+
+int db_end(PGconn *c, int r, char **ret_error)
+{
+        if (r == 0)
+                r = db_exec(c, ret_error, "COMMIT", 0, NULL);
+        if (r < 0)
+                PQclear(PQexec(c, "ROLLBACK"));
+        return r;
+}

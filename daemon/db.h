@@ -13,6 +13,9 @@ PGresult *db_query(PGconn *c, char **ret_error, const char *sql, int n, const ch
 int db_exec(PGconn *c, char **ret_error, const char *sql, int n, const char *const *params);
 /* Runs several ;-separated statements without parameters. 0 or -EIO. */
 int db_script(PGconn *c, char **ret_error, const char *sql);
+/* Ends a transaction: COMMIT when r == 0, else ROLLBACK. Returns r, or the
+ * COMMIT's failure (-EIO with *ret_error). */
+int db_end(PGconn *c, int r, char **ret_error);
 /* "message (SQLSTATE xxxxx)" for a failed result. */
 char *db_error(PGconn *c, const PGresult *res);
 /* True when the error is a lost connection rather than a statement error. */

@@ -176,7 +176,7 @@ static int wait_file(Cli *c, const char *name, long long after)
                         r = 2;
                 }
                 if (r < 0)
-                        nanosleep(&(struct timespec){ 0, 200 * 1000 * 1000 }, NULL);
+                        nanosleep(&(struct timespec){ 0, 50 * 1000 * 1000 }, NULL);
         }
         free(shown);
         return r;
@@ -311,11 +311,7 @@ static int requeue_chunks(Cli *c, long long id, char **err)
                 r = db_exec(c->conn, err,
                             "UPDATE ingest.files SET state = 'loading', error = NULL, finished_at = NULL, "
                             "aggregated_at = NULL WHERE id = $1 AND state = 'failed'", 1, p);
-        if (r == 0)
-                r = db_exec(c->conn, err, "COMMIT", 0, NULL);
-        if (r < 0)
-                PQclear(PQexec(c->conn, "ROLLBACK"));
-        return r;
+        return db_end(c->conn, r, err);
 }
 
 static int cmd_retry(Cli *c, const char *arg)

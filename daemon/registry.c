@@ -159,13 +159,9 @@ static int store_plan(PGconn *c, int64_t id, const Plan *plan, char **ret_error)
                 r = db_exec(c, ret_error,
                             "UPDATE ingest.files SET state = 'loading', sha256 = $2, size = $3, chunks = $4, "
                             "data_rows = $5, started_at = now() WHERE id = $1", 5, p);
-        if (r == 0)
-                r = db_exec(c, ret_error, "COMMIT", 0, NULL);
-        if (r < 0) {
-                if (!*ret_error)
-                        *ret_error = db_error(c, NULL);
-                PQclear(PQexec(c, "ROLLBACK"));
-        }
+        r = db_end(c, r, ret_error);
+        if (r < 0 && !*ret_error)
+                *ret_error = db_error(c, NULL);
         buf_free(&b);
         return r;
 }

@@ -53,15 +53,10 @@ int schema_migrate(PGconn *c, KeyMode key, char **ret_error)
                 goto rollback;
         if (db_script(c, ret_error, schema_sql) < 0 || db_script(c, ret_error, products) < 0)
                 goto rollback;
-        r = check_key(c, key, ret_error);
-        if (r < 0)
-                goto rollback;
-        r = db_exec(c, ret_error, "COMMIT", 0, NULL);
+        r = db_end(c, check_key(c, key, ret_error), ret_error);
         goto out;
 rollback:
-        if (r == 0)
-                r = -EIO;
-        PQclear(PQexec(c, "ROLLBACK"));
+        r = db_end(c, -EIO, ret_error);
 out:
         free(products);
         return r;
