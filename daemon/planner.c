@@ -159,7 +159,8 @@ static void plan_add_chunk(Scan *s, uint64_t end, uint64_t next_line)
         s->chunk_line = next_line;
 }
 
-static void scan_records(const char *map, Plan *p, uint64_t chunk_size, Sha256 *sha)
+static void scan_records(const char *map, Plan *p, uint64_t chunk_size, Sha256 *sha,
+                         PlanProgress progress, void *ud)
 {
         CsvReader *r = xmalloc(sizeof *r);
         Scan s = { .plan = p, .chunk_start = p->header.data_offset, .chunk_line = p->header.data_line };
@@ -181,6 +182,8 @@ static void scan_records(const char *map, Plan *p, uint64_t chunk_size, Sha256 *
                 if (hashed - dropped >= DROP_BEHIND) {
                         uint64_t to = hashed & ~(uint64_t)(sysconf(_SC_PAGESIZE) - 1);
                         madvise((char *)map + dropped, to - dropped, MADV_DONTNEED);
+                        if (progress)
+                                progress(to, p->size, ud);
                         dropped = to;
                 }
         }
@@ -189,8 +192,8 @@ static void scan_records(const char *map, Plan *p, uint64_t chunk_size, Sha256 *
         free(r);
 }
 
-int planner_plan(int fd, FileKind kind, KeyMode key, uint64_t chunk_size, Plan *ret,
-                 char **ret_error)
+int planner_plan(int fd, FileKind kind, KeyMode key, uint64_t chunk_size, PlanProgress progress,
+                 void *ud, Plan *ret, char **ret_error)
 {
         struct stat st;
         Plan p = { 0 };
@@ -210,7 +213,7 @@ int planner_plan(int fd, FileKind kind, KeyMode key, uint64_t chunk_size, Plan *
         int r = header_parse(map, p.size, kind, key, &p.header, ret_error);
         if (r == 0) {
                 sha256_init(&sha);
-                scan_records(map, &p, chunk_size ? chunk_size : 1, &sha);
+                scan_records(map, &p, chunk_size ? chunk_size : 1, &sha, progress, ud);
                 sha256_final_hex(&sha, p.sha256);
                 if (p.data_rows == 0) {
                         *ret_error = xasprintf("no data rows (header only)");

@@ -39,8 +39,13 @@ typedef struct Plan {
         size_t n_chunks;
 } Plan;
 
+/* Called about every 4 MiB scanned with the bytes done and the file size, so
+ * a caller with an event loop can keep its watchdog fed on huge files. */
+typedef void (*PlanProgress)(uint64_t done, uint64_t size, void *ud);
+
 /* Plans the regular file open at fd. -EINVAL with *ret_error for a file that
- * cannot load (empty, binary, bad header, no data rows); -errno for I/O errors. */
-int planner_plan(int fd, FileKind kind, KeyMode key, uint64_t chunk_size, Plan *ret,
-                 char **ret_error);
+ * cannot load (empty, binary, bad header, no data rows); -errno for I/O errors.
+ * progress may be NULL. */
+int planner_plan(int fd, FileKind kind, KeyMode key, uint64_t chunk_size, PlanProgress progress,
+                 void *ud, Plan *ret, char **ret_error);
 void plan_done(Plan *p);

@@ -22,6 +22,15 @@
 #include <time.h>
 #include <unistd.h>
 
+static PlanProgress plan_progress;
+static void *plan_progress_ud;
+
+void registry_set_plan_progress(PlanProgress fn, void *ud)
+{
+        plan_progress = fn;
+        plan_progress_ud = ud;
+}
+
 /* A file not registered yet: its name as found. */
 static LogCtx name_ctx(const char *name, const char *state)
 {
@@ -173,7 +182,8 @@ static int plan_file(PGconn *c, const Config *cfg, int64_t id, FileKind kind, co
         int fd = open(full, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
         Plan plan = { 0 };
         double t0 = now_monotonic();
-        int r = fd < 0 ? -errno : planner_plan(fd, kind, cfg->key, cfg->chunk_size, &plan, &err);
+        int r = fd < 0 ? -errno : planner_plan(fd, kind, cfg->key, cfg->chunk_size, plan_progress,
+                                                   plan_progress_ud, &plan, &err);
 
         if (fd >= 0)
                 close(fd);

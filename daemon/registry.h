@@ -7,6 +7,8 @@
 #include <libpq-fe.h>
 #include <stdint.h>
 
+/* Planning a huge file takes a while: fn is called during it (see PlanProgress). */
+void registry_set_plan_progress(PlanProgress fn, void *ud);
 /* Creates processing/, done/, failed/ under paths.state and the watched folders. */
 int registry_make_dirs(const Config *cfg, char **ret_error);
 /* Registers, moves and plans one file found in a watched folder. -EAGAIN when

@@ -534,17 +534,33 @@ static void on_file(FileKind kind, const char *name, void *ud)
                 db_lost(s, "registering a file", NULL);
 }
 
-static void on_tick(Supervisor *s)
+static void feed_watchdog(Supervisor *s)
 {
-        uint64_t expirations;
         double now = now_monotonic();
 
-        if (read(s->timer_fd, &expirations, sizeof expirations) < 0 && errno != EAGAIN)
-                log_msg(LOG_WARNING, "timerfd: %s", strerror(errno));
         if (s->watchdog_usec && now >= s->next_watchdog) {
                 sd_notify(0, "WATCHDOG=1");
                 s->next_watchdog = now + (double)s->watchdog_usec / 2e6;
         }
+}
+
+static void on_tick(Supervisor *s)
+{
+        uint64_t expirations;
+
+        if (read(s->timer_fd, &expirations, sizeof expirations) < 0 && errno != EAGAIN)
+                log_msg(LOG_WARNING, "timerfd: %s", strerror(errno));
+        feed_watchdog(s);
+}
+
+/* Planning runs inside the loop; on a huge file it must not starve the watchdog. */
+static void on_plan_progress(uint64_t done, uint64_t size, void *ud)
+{
+        Supervisor *s = ud;
+
+        notify_status(s, "planning a new file: %.0f%% of %.1f GB", 100.0 * (double)done / (double)size,
+                      (double)size / 1e9);
+        feed_watchdog(s);
 }
 
 /* One pass of work after any event; cheap when there is nothing to do. */
@@ -610,6 +626,7 @@ static int setup(Supervisor *s)
                 return r;
         if (sd_watchdog_enabled(0, &s->watchdog_usec) <= 0)
                 s->watchdog_usec = 0;
+        registry_set_plan_progress(on_plan_progress, s);
         s->next_aggregate = now_monotonic() + s->cfg->aggregate_interval;
         return 0;
 }

@@ -56,7 +56,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 abort();
         Plan p;
         char *err = NULL;
-        if (planner_plan(fd, KIND_INGEST, KEY_SKU, chunk, &p, &err) == 0) {
+        if (planner_plan(fd, KIND_INGEST, KEY_SKU, chunk, NULL, NULL, &p, &err) == 0) {
                 Rec *whole = malloc(sizeof(Rec) * (len + 1)), *part = malloc(sizeof(Rec) * (len + 1));
                 size_t nw = parse(buf, p.header.data_offset, len, p.header.data_line, whole, len + 1);
                 size_t np = 0;

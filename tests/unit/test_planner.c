@@ -29,7 +29,7 @@ static int plan_string(const char *data, size_t len, FileKind kind, uint64_t chu
 {
         int fd = temp_file(data, len);
         *err = NULL;
-        int r = planner_plan(fd, kind, KEY_SKU, chunk, p, err);
+        int r = planner_plan(fd, kind, KEY_SKU, chunk, NULL, NULL, p, err);
         close(fd);
         return r;
 }
@@ -156,6 +156,34 @@ static void test_first_lines_follow_embedded_newlines(void **state)
         plan_done(&p);
 }
 
+static void count_progress(uint64_t done, uint64_t size, void *ud)
+{
+        uint64_t *last = ud;
+        assert_true(done > *last && done <= size);
+        *last = done;
+}
+
+/* A big file reports progress as it is scanned (the supervisor feeds its watchdog). */
+static void test_progress_on_big_file(void **state)
+{
+        (void)state;
+        size_t rows = 200000, len = 0;
+        char *s = malloc(rows * 60 + 64);
+        len += (size_t)sprintf(s, "sku,name,description\n");
+        for (size_t i = 0; i < rows; i++)
+                len += (size_t)sprintf(s + len, "sku-%zu,Some Name,\"a description\nof two lines\"\n", i);
+        int fd = temp_file(s, len);
+        uint64_t last = 0;
+        Plan p;
+        char *err = NULL;
+        assert_int_equal(planner_plan(fd, KIND_INGEST, KEY_SKU, 1 << 20, count_progress, &last, &p, &err), 0);
+        assert_true(last >= 8u << 20);            /* at least two reports on ~11 MB */
+        assert_int_equal(p.data_rows, rows);
+        plan_done(&p);
+        close(fd);
+        free(s);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -164,6 +192,7 @@ int main(void)
                 cmocka_unit_test(test_update_header_subset),
                 cmocka_unit_test(test_chunks_tile_records_for_every_size),
                 cmocka_unit_test(test_first_lines_follow_embedded_newlines),
+                cmocka_unit_test(test_progress_on_big_file),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
