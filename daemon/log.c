@@ -38,6 +38,7 @@ void log_init(const char *ident)
 }
 
 void log_set_level(int max_priority) { log_level = max_priority; }
+int log_get_level(void) { return log_level; }
 
 static const char *prio_name(int p)
 {

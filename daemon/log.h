@@ -15,5 +15,6 @@ typedef struct LogCtx {
 
 void log_init(const char *ident);
 void log_set_level(int max_priority);
+int log_get_level(void);
 void log_ctx(int priority, LogCtx ctx, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 #define log_msg(prio, ...) log_ctx(prio, LOG_NOCTX, __VA_ARGS__)

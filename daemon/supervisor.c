@@ -238,7 +238,8 @@ static void spawn_chunk(Supervisor *s, int64_t file_id, int no, const char *path
 {
         char ids[32], nos[32], pids[32], *err = NULL;
         char *full = registry_processing_path(s->cfg, path);
-        char *argv[] = { "ingestd", "-c", (char *)s->config_path, "--worker", ids, nos, full, NULL };
+        char *argv[] = { "ingestd", "-c", (char *)s->config_path, "--worker", ids, nos, full,
+                         log_get_level() >= LOG_DEBUG ? "--debug" : NULL, NULL };
         int go = -1;
 
         snprintf(ids, sizeof ids, "%" PRId64, file_id);
@@ -418,13 +419,38 @@ static void fail_running_file(Supervisor *s, int64_t file_id, const char *reason
                         kill(s->children[i].pid, SIGTERM);
 }
 
+/* One line per committed chunk, from the row the worker committed. */
+static void log_chunk_done(Supervisor *s, const Child *c)
+{
+        char ids[32], nos[32];
+        const char *p[2] = { ids, nos };
+
+        snprintf(ids, sizeof ids, "%" PRId64, c->file_id);
+        snprintf(nos, sizeof nos, "%d", c->chunk_no);
+        PGresult *res = db_query(s->conn, NULL,
+                "SELECT f.name, k.rows_loaded, k.rows_rejected, k.rows_superseded, k.attempts, f.chunks "
+                "FROM ingest.chunks k JOIN ingest.files f ON f.id = k.file_id "
+                "WHERE k.file_id = $1 AND k.no = $2 AND k.state = 'done'", 2, p);
+        if (res && PQntuples(res) == 1)
+                log_ctx(LOG_INFO, (LogCtx){ PQgetvalue(res, 0, 0), c->file_id, c->chunk_no,
+                                            atoll(PQgetvalue(res, 0, 1)), "chunk-done" },
+                        "chunk %d/%s committed: %s loaded, %s rejected, %s superseded (attempt %s)",
+                        c->chunk_no, PQgetvalue(res, 0, 5), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
+                        PQgetvalue(res, 0, 3), PQgetvalue(res, 0, 4));
+        PQclear(res);
+}
+
 static void chunk_exited(Supervisor *s, const Child *c, int status)
 {
         int code = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status), attempts;
         LogCtx ctx = { NULL, c->file_id, c->chunk_no, -1, NULL };
 
-        if (code == WORKER_DONE || !s->conn)
-                return; /* with no connection, reset_orphan_chunks() settles it later */
+        if (!s->conn)
+                return; /* reset_orphan_chunks() settles it after the reconnect */
+        if (code == WORKER_DONE) {
+                log_chunk_done(s, c);
+                return;
+        }
         if (code == WORKER_NOT_RUN) {
                 set_chunk_state(s, c, "pending", 0, true);
                 return;

@@ -446,7 +446,9 @@ int worker_run(const Config *cfg, int64_t file_id, int chunk_no, const char *pat
         if (status == WORKER_DONE) {
                 struct rusage ru;
                 getrusage(RUSAGE_SELF, &ru);
-                log_ctx(LOG_INFO, (LogCtx){ log_name(path, file_id), file_id, chunk_no, (long long)j.loaded, "done" },
+                /* the supervisor logs the outcome: journald cannot always tell the
+                 * unit of a process that exits right after logging */
+                log_ctx(LOG_DEBUG, (LogCtx){ log_name(path, file_id), file_id, chunk_no, (long long)j.loaded, "done" },
                         "chunk %d: %" PRIu64 " loaded, %" PRIu64 " rejected, %" PRIu64 " superseded; "
                         "stage %.3f s, wait %.3f s, apply %.3f s, commit %.3f s; peak RSS %ld kB",
                         chunk_no, j.loaded, j.rejected, j.superseded, j.t_stage, j.t_wait, j.t_apply,

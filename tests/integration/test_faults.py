@@ -55,6 +55,14 @@ def check_end_state(d, model, files=1):
         time.sleep(0.1)
 
 
+def check_loaded(d, *paths, files=1):
+    """The end state equals the sequential model of `paths` in that order."""
+    m = Model()
+    for path in paths:
+        m.ingest(path)
+    check_end_state(d, m, files=files)
+
+
 def test_workers_killed_at_random_moments(daemon, tmp_path):
     src = generate(tmp_path / "p.csv", 300000, 13)
     d = daemon(workers=2, chunk_size="96k", max_attempts=100, backoff=0.02).start()
@@ -126,9 +134,7 @@ def test_postgres_restarted_mid_load_and_down_for_30s(own_pg, tmp_path):
         own_pg.start()
         wait_state(d, "p.csv")
         assert "database connection lost" in d.log_text()
-        m = Model()
-        m.ingest(src)
-        check_end_state(d, m)
+        check_loaded(d, src)
     finally:
         d.stop(signal.SIGKILL)
 
@@ -149,9 +155,7 @@ def test_database_unreachable_at_start(own_pg, tmp_path):
         own_pg.start()
         d.wait_log("ready:")
         wait_state(d, "p.csv")
-        m = Model()
-        m.ingest(src)
-        check_end_state(d, m)
+        check_loaded(d, src)
     finally:
         d.stop(signal.SIGKILL)
 
@@ -172,9 +176,7 @@ def test_unwritable_folder_then_recovers(daemon, tmp_path):
     finally:
         os.chmod(processing, 0o755)
     wait_state(d, "p.csv")
-    m = Model()
-    m.ingest(src)
-    check_end_state(d, m)
+    check_loaded(d, src)
 
 
 def test_same_file_twice_and_replaced_while_loading(daemon, tmp_path):
@@ -191,10 +193,7 @@ def test_same_file_twice_and_replaced_while_loading(daemon, tmp_path):
     replaced.parent.mkdir()
     shutil.copy(b, replaced)
     d.drop(str(replaced))                             # same name, new content
-    m = Model()
-    for path in (a, a, a, b):
-        m.ingest(path)
     files = d.status()
     assert [f["name"] for f in files] == ["a.csv"] * 4
     assert len({f["sha256"] for f in files[:3]}) == 1 and files[3]["sha256"] != files[0]["sha256"]
-    check_end_state(d, m, files=4)
+    check_loaded(d, a, a, a, b, files=4)

@@ -242,9 +242,12 @@ def test_stop_during_load_then_restart_finishes(box, tmp_path):
         time.sleep(0.05)
     t0 = time.time()
     box.run("systemctl", "stop", "ingestd")
+    why = lambda: (box.run("systemctl", "status", "ingestd", "--no-pager", check=False).stdout +
+                   box.run("journalctl", "-u", "ingestd", "-n", "40", "--no-pager", check=False).stdout)
     assert time.time() - t0 < 60
-    assert box.prop("ActiveState") == "inactive"
-    assert query(box.conninfo, "SELECT state FROM ingest.files WHERE name = 'big.csv'")[0][0] == "loading"
+    assert box.prop("ActiveState") == "inactive", why()
+    state = query(box.conninfo, "SELECT state FROM ingest.files WHERE name = 'big.csv'")[0][0]
+    assert state == "loading", (state, why())
     box.run("systemctl", "start", "ingestd")
     wait_file_state(box.conninfo, "big.csv", "done")
     m.ingest(src)
