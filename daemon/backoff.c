@@ -14,11 +14,6 @@ double backoff_delay(double base, int attempt)
         return d < BACKOFF_CAP ? d : BACKOFF_CAP;
 }
 
-double backoff_next(double base, int attempt, double now)
-{
-        return now + backoff_delay(base, attempt);
-}
-
 bool backoff_may_retry(int attempts, int max_attempts)
 {
         return attempts < max_attempts;

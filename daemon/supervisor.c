@@ -48,6 +48,20 @@ typedef struct Child {
         int chunk_no;
 } Child;
 
+/* A chunk's key as the two text parameters of a query ($1 file id, $2 number). */
+typedef struct ChunkKey {
+        char file[32], no[32];
+} ChunkKey;
+
+static ChunkKey chunk_key(int64_t file_id, int no)
+{
+        ChunkKey k;
+
+        snprintf(k.file, sizeof k.file, "%" PRId64, file_id);
+        snprintf(k.no, sizeof k.no, "%d", no);
+        return k;
+}
+
 typedef struct Supervisor {
         Config *cfg;
         const char *config_path;
@@ -236,14 +250,13 @@ static void try_connect(Supervisor *s)
 
 static void spawn_chunk(Supervisor *s, int64_t file_id, int no, const char *path)
 {
-        char ids[32], nos[32], pids[32], *err = NULL;
+        ChunkKey k = chunk_key(file_id, no);
+        char pids[32], *err = NULL;
         char *full = registry_processing_path(s->cfg, path);
-        char *argv[] = { "ingestd", "-c", (char *)s->config_path, "--worker", ids, nos, full,
+        char *argv[] = { "ingestd", "-c", (char *)s->config_path, "--worker", k.file, k.no, full,
                          log_get_level() >= LOG_DEBUG ? "--debug" : NULL, NULL };
         int go = -1;
 
-        snprintf(ids, sizeof ids, "%" PRId64, file_id);
-        snprintf(nos, sizeof nos, "%d", no);
         pid_t pid = spawn(s, argv, &go);
         if (pid < 0) {
                 log_msg(LOG_ERR, "fork: %s", strerror((int)-pid));
@@ -251,7 +264,7 @@ static void spawn_chunk(Supervisor *s, int64_t file_id, int no, const char *path
                 return;
         }
         snprintf(pids, sizeof pids, "%d", (int)pid);
-        const char *p[3] = { ids, nos, pids };
+        const char *p[3] = { k.file, k.no, pids };
         PGresult *res = db_query(s->conn, &err,
                 "UPDATE ingest.chunks SET state = 'loading', attempts = attempts + 1, worker_pid = $3, "
                 "started_at = now(), lease_until = now() + interval '1 hour' "
@@ -374,11 +387,9 @@ static void rescan(Supervisor *s)
 
 static char *chunk_report(Supervisor *s, const Child *c, int *ret_attempts)
 {
-        char ids[32], nos[32];
-        const char *p[2] = { ids, nos };
+        ChunkKey k = chunk_key(c->file_id, c->chunk_no);
+        const char *p[2] = { k.file, k.no };
 
-        snprintf(ids, sizeof ids, "%" PRId64, c->file_id);
-        snprintf(nos, sizeof nos, "%d", c->chunk_no);
         PGresult *res = db_query(s->conn, NULL,
                 "SELECT attempts, first_line, coalesce((SELECT n.first_line - 1 FROM ingest.chunks n "
                 "WHERE n.file_id = c.file_id AND n.no = c.no + 1)::text, 'end'), coalesce(error, 'no error recorded') "
@@ -397,11 +408,10 @@ static char *chunk_report(Supervisor *s, const Child *c, int *ret_attempts)
 
 static void set_chunk_state(Supervisor *s, const Child *c, const char *state, double delay, bool undo_attempt)
 {
-        char ids[32], nos[32], del[32], *err = NULL;
-        const char *p[5] = { ids, nos, state, del, undo_attempt ? "1" : "0" };
+        ChunkKey k = chunk_key(c->file_id, c->chunk_no);
+        char del[32], *err = NULL;
+        const char *p[5] = { k.file, k.no, state, del, undo_attempt ? "1" : "0" };
 
-        snprintf(ids, sizeof ids, "%" PRId64, c->file_id);
-        snprintf(nos, sizeof nos, "%d", c->chunk_no);
         snprintf(del, sizeof del, "%.3f", delay);
         if (db_exec(s->conn, &err,
                     "UPDATE ingest.chunks SET state = $3, worker_pid = NULL, "
@@ -422,11 +432,9 @@ static void fail_running_file(Supervisor *s, int64_t file_id, const char *reason
 /* One line per committed chunk, from the row the worker committed. */
 static void log_chunk_done(Supervisor *s, const Child *c)
 {
-        char ids[32], nos[32];
-        const char *p[2] = { ids, nos };
+        ChunkKey k = chunk_key(c->file_id, c->chunk_no);
+        const char *p[2] = { k.file, k.no };
 
-        snprintf(ids, sizeof ids, "%" PRId64, c->file_id);
-        snprintf(nos, sizeof nos, "%d", c->chunk_no);
         PGresult *res = db_query(s->conn, NULL,
                 "SELECT f.name, k.rows_loaded, k.rows_rejected, k.rows_superseded, k.attempts, f.chunks "
                 "FROM ingest.chunks k JOIN ingest.files f ON f.id = k.file_id "
