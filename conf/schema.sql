@@ -14,6 +14,7 @@ CREATE TABLE IF NOT EXISTS ingest.files (
     state           text NOT NULL DEFAULT 'new'
                     CHECK (state IN ('new', 'loading', 'done', 'failed')),
     chunks          integer NOT NULL DEFAULT 0,
+    lanes           integer NOT NULL DEFAULT 1,  -- key lanes per byte range (see ingest.chunks)
     data_rows       bigint NOT NULL DEFAULT 0,
     rows_loaded     bigint NOT NULL DEFAULT 0,
     rows_rejected   bigint NOT NULL DEFAULT 0,
@@ -28,13 +29,18 @@ CREATE INDEX IF NOT EXISTS files_name ON ingest.files (name, id);
 CREATE INDEX IF NOT EXISTS files_active ON ingest.files (id) WHERE state IN ('new', 'loading');
 
 -- One row per chunk; state 'done' is written in the worker's load transaction,
--- so it is the checkpoint: a chunk is committed exactly once.
+-- so it is the checkpoint: a chunk is committed exactly once. A chunk is one
+-- byte range of the file and one key lane: the rows whose sku hashes to `lane`
+-- (rejects go to lane 0). Chunk `no` follows chunk `no - lanes` of the same lane,
+-- and chunks of one lane apply in file order; different lanes hold different
+-- skus and apply in parallel.
 CREATE TABLE IF NOT EXISTS ingest.chunks (
     file_id         bigint NOT NULL REFERENCES ingest.files (id) ON DELETE CASCADE,
     no              integer NOT NULL,
     start_offset    bigint NOT NULL,
     end_offset      bigint NOT NULL,
     first_line      bigint NOT NULL,
+    lane            integer NOT NULL DEFAULT 0,
     state           text NOT NULL DEFAULT 'pending'
                     CHECK (state IN ('pending', 'loading', 'done', 'failed')),
     attempts        integer NOT NULL DEFAULT 0,
@@ -59,9 +65,20 @@ CREATE TABLE IF NOT EXISTS ingest.rejects (
     reason          text NOT NULL,
     raw             bytea                   -- the record as in the file (first 4 KiB)
 );
+ALTER TABLE ingest.files ADD COLUMN IF NOT EXISTS lanes integer NOT NULL DEFAULT 1;
+ALTER TABLE ingest.chunks ADD COLUMN IF NOT EXISTS lane integer NOT NULL DEFAULT 0;
+
 CREATE INDEX IF NOT EXISTS rejects_file ON ingest.rejects (file_id, line);
 
+-- Changes of products_agg by name, written by each chunk's load transaction
+-- and folded into products_agg (and deleted) by the refresh after the load.
+-- A NULL name asks for a recount (the chunk changed too many names to list).
+CREATE TABLE IF NOT EXISTS ingest.agg_delta (
+    name            text COLLATE "C",
+    delta           bigint NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS public.products_agg (
-    name            text PRIMARY KEY,
+    name            text COLLATE "C" PRIMARY KEY,   -- byte order: see products
     no_of_products  bigint NOT NULL
 );

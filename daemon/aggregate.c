@@ -2,11 +2,18 @@
  * transaction: readers see the old table until COMMIT and never an empty or
  * half-built one, and the files stamped as aggregated are exactly those whose
  * rows the snapshot saw. Only changed names are written. A session advisory
- * lock keeps refreshes from overlapping. */
+ * lock keeps refreshes from overlapping.
+ *
+ * Two ways, same result: a full refresh recounts products (and so also sees
+ * changes made outside ingestd); a fold adds up the per-name deltas that the
+ * chunks committed into ingest.agg_delta, which touches only the names a load
+ * changed. Either consumes exactly the deltas its snapshot sees, since a chunk
+ * commits its rows and its deltas together. */
 #include "aggregate.h"
 #include "db.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,28 +29,59 @@ static const char refresh_sql[] =
         "             WHERE a.name = c.name AND c.old IS NOT NULL AND c.old <> c.n) "
         "INSERT INTO public.products_agg (name, no_of_products) SELECT name, n FROM cur WHERE old IS NULL";
 
-static int refresh_once(PGconn *c, char **ret_error)
+static const char fold_sql[] =
+        "WITH d AS (DELETE FROM ingest.agg_delta RETURNING name, delta), "
+        " s AS MATERIALIZED (SELECT name, sum(delta) AS delta FROM d GROUP BY name HAVING sum(delta) <> 0), "
+        " cur AS MATERIALIZED (SELECT s.name, a.no_of_products AS old, coalesce(a.no_of_products, 0) + s.delta AS n "
+        "                      FROM s LEFT JOIN public.products_agg a ON a.name = s.name), "
+        " gone AS (DELETE FROM public.products_agg a USING cur c WHERE a.name = c.name AND c.n <= 0), "
+        " changed AS (UPDATE public.products_agg a SET no_of_products = c.n FROM cur c "
+        "             WHERE a.name = c.name AND c.old IS NOT NULL AND c.n > 0) "
+        "INSERT INTO public.products_agg (name, no_of_products) SELECT name, n FROM cur WHERE old IS NULL AND n > 0";
+
+/* A chunk that changed a large part of the table left a NULL-name delta. */
+static bool recount_requested(PGconn *c)
 {
+        PGresult *res = db_query(c, NULL, "SELECT 1 FROM ingest.agg_delta WHERE name IS NULL LIMIT 1", 0, NULL);
+        bool yes = !res || PQntuples(res) > 0;   /* on error the recount fails the same way */
+
+        PQclear(res);
+        return yes;
+}
+
+static int refresh_once(PGconn *c, AggregateMode *ret_mode, char **ret_error)
+{
+        AggregateMode mode = *ret_mode;
         int r = db_exec(c, ret_error, "BEGIN ISOLATION LEVEL REPEATABLE READ", 0, NULL);
 
-        if (r == 0)
+        if (r == 0 && mode == AGGREGATE_FOLD && recount_requested(c))
+                mode = *ret_mode = AGGREGATE_FULL;
+        if (r == 0 && mode == AGGREGATE_FULL)
                 r = db_exec(c, ret_error, refresh_sql, 0, NULL);
+        if (r == 0 && mode == AGGREGATE_FULL)   /* the recount covers them */
+                r = db_exec(c, ret_error, "DELETE FROM ingest.agg_delta", 0, NULL);
+        if (r == 0 && mode == AGGREGATE_FOLD)
+                r = db_exec(c, ret_error, fold_sql, 0, NULL);
         if (r == 0)
                 r = db_exec(c, ret_error,
-                            "UPDATE ingest.files SET aggregated_at = now() "
+                            "UPDATE ingest.files SET aggregated_at = clock_timestamp() "
                             "WHERE aggregated_at IS NULL AND state IN ('done', 'failed')", 0, NULL);
         return db_end(c, r, ret_error);
 }
 
-int aggregate_refresh(PGconn *c, char **ret_error)
+int aggregate_refresh(PGconn *c, AggregateMode *mode, char **ret_error)
 {
-        int r = db_exec(c, ret_error, "SELECT pg_advisory_lock(hashtext('ingestd.aggregate'))", 0, NULL);
+        /* the recount's hash aggregate spills to disk at the default 4MB */
+        int r = db_exec(c, ret_error, "SET work_mem = '64MB'", 0, NULL);
+
+        if (r == 0)
+                r = db_exec(c, ret_error, "SELECT pg_advisory_lock(hashtext('ingestd.aggregate'))", 0, NULL);
 
         if (r < 0)
                 return r;
         for (int attempt = 1;; attempt++) {
                 char *err = NULL;
-                r = refresh_once(c, &err);
+                r = refresh_once(c, mode, &err);
                 if (r == 0)
                         break;
                 if (attempt < 5 && err && strstr(err, "40001")) {

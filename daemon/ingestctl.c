@@ -204,7 +204,7 @@ static const char status_sql[] =
         "  count(k.*) FILTER (WHERE k.state = 'done') AS chunks_done, f.chunks, f.data_rows, "
         "  coalesce(sum(k.rows_loaded), 0) AS rows_loaded, coalesce(sum(k.rows_rejected), 0) AS rows_rejected, "
         "  coalesce(sum(k.rows_superseded), 0) AS rows_superseded, f.size, f.sha256, "
-        "  f.registered_at, f.finished_at, f.aggregated_at, f.error "
+        "  f.registered_at, f.finished_at, f.aggregated_at, f.error, f.lanes "
         "FROM ingest.files f LEFT JOIN ingest.chunks k ON k.file_id = f.id "
         "GROUP BY f.id ORDER BY f.id DESC LIMIT $1";
 
@@ -402,7 +402,8 @@ static int cmd_aggregate(Cli *c, const char *table, const char *key)
                 if ((r = resolve_table(c, table, key, &sql)) != 0)
                         return r;
         } else {
-                if (aggregate_refresh(c->conn, &err) < 0)
+                AggregateMode mode = AGGREGATE_FULL;
+                if (aggregate_refresh(c->conn, &mode, &err) < 0)
                         return die_db(c, "aggregate refresh", err);
                 sql = xstrdup("SELECT name, no_of_products FROM public.products_agg "
                               "ORDER BY no_of_products DESC, name LIMIT $1");

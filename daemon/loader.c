@@ -96,6 +96,20 @@ static const char *record_problem(const CsvRecord *rec, const Header *h, char *t
         return NULL;
 }
 
+unsigned loader_lane(const char *p, size_t n, bool quoted, unsigned lanes)
+{
+        uint32_t h = 2166136261u;   /* FNV-1a */
+
+        if (lanes <= 1)
+                return 0;
+        for (size_t i = 0; i < n; i++) {
+                h = (h ^ (unsigned char)p[i]) * 16777619u;
+                if (quoted && p[i] == '"' && i + 1 < n && p[i + 1] == '"')
+                        i++;
+        }
+        return h % lanes;
+}
+
 static void put_row(Buf *b, const CsvRecord *rec, const Header *h)
 {
         for (int c = 0; c < N_COLUMNS; c++) {
@@ -123,25 +137,30 @@ int loader_run(const LoaderInput *in, Buf *rows, Buf *rejects, size_t flush_at,
         csv_reader_init(r, in->map + in->start, in->end - in->start, in->start, in->first_line,
                         in->max_field);
         while (err == 0 && csv_next(r, &rec)) {
-                if (rec.blank)
-                        continue;
-                const char *why = record_problem(&rec, in->header, tmp, sizeof tmp);
-                if (why) {
-                        loader_add_reject(rejects, in->file_id, in->chunk_no, rec.line, rec.offset, why,
-                                          in->map + rec.offset, rec.len);
-                        counts.rejected++;
-                        continue;
-                }
-                put_row(rows, &rec, in->header);
-                counts.rows++;
-                if (rows->len >= flush_at)
-                        err = flush(rows, ud);
                 /* the mapping is file-backed; dropping what was read keeps RSS flat */
                 if (rec.offset - dropped >= DROP_BEHIND) {
                         uint64_t to = rec.offset & ~(uint64_t)(sysconf(_SC_PAGESIZE) - 1);
                         madvise((char *)in->map + dropped, to - dropped, MADV_DONTNEED);
                         dropped = to;
                 }
+                if (rec.blank)
+                        continue;
+                const char *why = record_problem(&rec, in->header, tmp, sizeof tmp);
+                if (why && in->lane != 0)
+                        continue;
+                if (why) {
+                        loader_add_reject(rejects, in->file_id, in->chunk_no, rec.line, rec.offset, why,
+                                          in->map + rec.offset, rec.len);
+                        counts.rejected++;
+                        continue;
+                }
+                const CsvField *sku = &rec.fields[in->header->index[COL_SKU]];
+                if (loader_lane(sku->ptr, sku->len, sku->quoted, in->lanes) != in->lane)
+                        continue;
+                put_row(rows, &rec, in->header);
+                counts.rows++;
+                if (rows->len >= flush_at)
+                        err = flush(rows, ud);
         }
         if (err == 0 && rows->len > 0)
                 err = flush(rows, ud);

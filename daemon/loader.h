@@ -25,12 +25,19 @@ typedef struct LoaderInput {
         uint64_t max_field;
         int64_t file_id;
         int chunk_no;
+        unsigned lane, lanes;   /* this chunk takes the rows whose key hashes to lane */
 } LoaderInput;
 
-/* Staging rows are "sku\tname\tdescription\tline\toffset\n" (absent columns as \N);
+/* Only rows of in->lane are staged; rejects belong to lane 0, so that every
+ * record is counted by exactly one chunk of its byte range.
+ * Staging rows are "sku\tname\tdescription\tline\toffset\n" (absent columns as \N);
  * reject rows are "file_id\tchunk\tline\toffset\treason\traw-as-bytea\n". */
 int loader_run(const LoaderInput *in, Buf *rows, Buf *rejects, size_t flush_at,
                LoaderFlush flush, void *ud, LoadCounts *ret);
+
+/* The lane (0..lanes-1) of a sku field: a hash of its value (doubled quotes
+ * of a quoted field count once), so equal skus always share a lane. */
+unsigned loader_lane(const char *p, size_t n, bool quoted, unsigned lanes);
 
 /* Appends one reject row (raw may be NULL). */
 void loader_add_reject(Buf *rejects, int64_t file_id, int chunk_no, uint64_t line,

@@ -1,5 +1,6 @@
 /* main.c - ingestd's command line: the supervisor (default), --check-config,
- * and the two internal child roles the supervisor execs (--worker, --aggregate). */
+ * and the internal child roles the supervisor execs (--worker, --aggregate,
+ * --aggregate-fold). */
 #include "aggregate.h"
 #include "config.h"
 #include "db.h"
@@ -28,14 +29,18 @@ static void usage(FILE *f)
                 "configuration. See ingestd(8) and ingestd.conf(5).\n");
 }
 
-static int run_aggregate(const Config *cfg)
+static int run_aggregate(const Config *cfg, AggregateMode mode)
 {
         char *err = NULL;
+        double t0 = now_monotonic();
         PGconn *c = db_connect(cfg->conninfo, &err);
-        int r = c ? aggregate_refresh(c, &err) : -1;
+        int r = c ? aggregate_refresh(c, &mode, &err) : -1;
 
         if (r < 0)
                 log_msg(LOG_ERR, "aggregate refresh: %s", err);
+        else
+                log_msg(LOG_DEBUG, "products_agg %s in %.3f s",
+                        mode == AGGREGATE_FULL ? "recounted" : "updated from the loads' deltas", now_monotonic() - t0);
         free(err);
         PQfinish(c);
         return r < 0 ? EX_TEMPFAIL : 0;
@@ -64,6 +69,7 @@ int main(int argc, char **argv)
                 { "version", no_argument, NULL, 'V' },
                 { "worker", no_argument, NULL, 'W' },
                 { "aggregate", no_argument, NULL, 'A' },
+                { "aggregate-fold", no_argument, NULL, 'F' },
                 { 0 } };
         const char *path = CONFIG_DEFAULT_PATH;
         char mode = 'S', *err = NULL;
@@ -77,7 +83,7 @@ int main(int argc, char **argv)
                 case 'd': log_set_level(LOG_DEBUG); break;
                 case 'h': usage(stdout); return 0;
                 case 'V': puts("ingestd " PACKAGE_VERSION); return 0;
-                case 'C': case 'W': case 'A': mode = (char)o; break;
+                case 'C': case 'W': case 'A': case 'F': mode = (char)o; break;
                 default: usage(stderr); return EX_USAGE;
                 }
         }
@@ -97,7 +103,8 @@ int main(int argc, char **argv)
                 config_free(cfg);
                 return 0;
         case 'W': o = run_worker(cfg, argv + optind); break;
-        case 'A': o = run_aggregate(cfg); break;
+        case 'A': o = run_aggregate(cfg, AGGREGATE_FULL); break;
+        case 'F': o = run_aggregate(cfg, AGGREGATE_FOLD); break;
         default: return supervisor_run(cfg, path);
         }
         config_free(cfg);

@@ -132,26 +132,36 @@ static int delete_file_row(PGconn *c, int64_t id)
         return db_exec(c, NULL, "DELETE FROM ingest.files WHERE id = $1 AND state = 'new'", 1, p);
 }
 
-static int store_plan(PGconn *c, int64_t id, const Plan *plan, char **ret_error)
+/* Each byte range becomes `lanes` chunks, numbered range by range, so chunk
+ * no - lanes is the previous range of the same lane. One lane per worker lets
+ * the workers apply in parallel on disjoint skus; the count is fixed per file
+ * because rows are assigned to lanes by it. */
+static int store_plan(PGconn *c, const Config *cfg, int64_t id, const Plan *plan, char **ret_error)
 {
-        char ids[32], size[32], rows[32], n[32];
-        const char *p[5] = { ids, plan->sha256, size, n, rows };
+        char ids[32], size[32], rows[32], n[32], nl[32];
+        const char *p[6] = { ids, plan->sha256, size, n, rows, nl };
+        int lanes = config_workers(cfg);
         Buf b = { 0 };
         int r;
 
         snprintf(ids, sizeof ids, "%" PRId64, id);
         snprintf(size, sizeof size, "%" PRIu64, plan->size);
         snprintf(rows, sizeof rows, "%" PRIu64, plan->data_rows);
-        snprintf(n, sizeof n, "%zu", plan->n_chunks);
+        snprintf(n, sizeof n, "%zu", plan->n_chunks * (size_t)lanes);
+        snprintf(nl, sizeof nl, "%d", lanes);
         for (size_t i = 0; i < plan->n_chunks; i++) {
-                char line[128];
-                int len = snprintf(line, sizeof line, "%s\t%zu\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\n", ids,
-                                   i + 1, plan->chunks[i].start, plan->chunks[i].end, plan->chunks[i].first_line);
-                buf_append(&b, line, (size_t)len);
+                for (int lane = 0; lane < lanes; lane++) {
+                        char line[160];
+                        int len = snprintf(line, sizeof line, "%s\t%zu\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%d\n",
+                                           ids, i * (size_t)lanes + (size_t)lane + 1, plan->chunks[i].start,
+                                           plan->chunks[i].end, plan->chunks[i].first_line, lane);
+                        buf_append(&b, line, (size_t)len);
+                }
         }
         r = db_exec(c, ret_error, "BEGIN", 0, NULL);
         if (r == 0) {
-                PGresult *res = PQexec(c, "COPY ingest.chunks (file_id, no, start_offset, end_offset, first_line) FROM STDIN");
+                PGresult *res = PQexec(c, "COPY ingest.chunks (file_id, no, start_offset, end_offset, first_line, lane) "
+                                         "FROM STDIN");
                 r = PQresultStatus(res) == PGRES_COPY_IN ? 0 : -EIO;
                 PQclear(res);
                 if (r == 0 && (PQputCopyData(c, b.data, (int)b.len) != 1 || PQputCopyEnd(c, NULL) != 1))
@@ -167,7 +177,7 @@ static int store_plan(PGconn *c, int64_t id, const Plan *plan, char **ret_error)
         if (r == 0)
                 r = db_exec(c, ret_error,
                             "UPDATE ingest.files SET state = 'loading', sha256 = $2, size = $3, chunks = $4, "
-                            "data_rows = $5, started_at = now() WHERE id = $1", 5, p);
+                            "data_rows = $5, lanes = $6, started_at = now() WHERE id = $1", 6, p);
         r = db_end(c, r, ret_error);
         if (r < 0 && !*ret_error)
                 *ret_error = db_error(c, NULL);
@@ -194,11 +204,12 @@ static int plan_file(PGconn *c, const Config *cfg, int64_t id, FileKind kind, co
         } else if (r < 0) {
                 log_ctx(LOG_ERR, path_ctx(path, NULL, -1), "cannot read %s: %s", full, strerror(-r));
         } else {
-                r = store_plan(c, id, &plan, &err);
+                r = store_plan(c, cfg, id, &plan, &err);
                 if (r == 0)
                         log_ctx(LOG_INFO, path_ctx(path, "loading", (long long)plan.data_rows),
-                                "planned: %" PRIu64 " bytes, %" PRIu64 " data rows, %zu chunks (%.2f s), sha256 %s",
-                                plan.size, plan.data_rows, plan.n_chunks, now_monotonic() - t0, plan.sha256);
+                                "planned: %" PRIu64 " bytes, %" PRIu64 " data rows, %zu byte ranges x %d lanes (%.2f s), "
+                                "sha256 %s", plan.size, plan.data_rows, plan.n_chunks, config_workers(cfg),
+                                now_monotonic() - t0, plan.sha256);
                 else
                         log_ctx(LOG_ERR, path_ctx(path, NULL, -1), "cannot store plan: %s", err);
         }

@@ -37,9 +37,11 @@ static int check_key(PGconn *c, KeyMode key, char **ret_error)
 
 int schema_migrate(PGconn *c, KeyMode key, char **ret_error)
 {
+        /* COLLATE "C": skus and names are identifiers, compared byte-wise;
+         * locale-aware comparison made every index insert and sort slower */
         char *products = xasprintf(
                 "CREATE TABLE IF NOT EXISTS public.products ("
-                " sku text NOT NULL, name text NOT NULL, description text,"
+                " sku text COLLATE \"C\" NOT NULL, name text COLLATE \"C\" NOT NULL, description text,"
                 " file_seq bigint NOT NULL DEFAULT 0, line bigint NOT NULL DEFAULT 0,"
                 " PRIMARY KEY (%s));"
                 "ALTER TABLE public.products ADD COLUMN IF NOT EXISTS file_seq bigint NOT NULL DEFAULT 0;"

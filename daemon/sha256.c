@@ -1,6 +1,11 @@
 /* sha256.c - a plain SHA-256 so the daemon needs no crypto library; only used
- * to fingerprint input files (duplicate detection in status), not for security. */
+ * to fingerprint input files (duplicate detection in status), not for security.
+ * On x86-64 CPUs with the SHA extensions the blocks go through them: the
+ * supervisor hashes every file while planning it, and the portable code ran at
+ * ~250 MB/s, most of the planning time. */
 #include "sha256.h"
+
+#include <stdbool.h>
 
 #include <stdio.h>
 #include <string.h>
@@ -18,7 +23,7 @@ static const uint32_t K[64] = {
 
 #define ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
 
-static void compress(uint32_t h[8], const unsigned char *b)
+static void compress_one(uint32_t h[8], const unsigned char *b)
 {
         uint32_t w[64], a, bb, c, d, e, f, g, hh;
 
@@ -39,10 +44,83 @@ static void compress(uint32_t h[8], const unsigned char *b)
         h[0] += a; h[1] += bb; h[2] += c; h[3] += d; h[4] += e; h[5] += f; h[6] += g; h[7] += hh;
 }
 
+static void compress_portable(uint32_t h[8], const unsigned char *p, size_t blocks)
+{
+        for (; blocks > 0; blocks--, p += 64)
+                compress_one(h, p);
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#include <immintrin.h>
+
+/* Four rounds at a time with SHA256RNDS2; the message schedule runs in four
+ * registers, w[g % 4] holding words 4g..4g+3 (Intel's published layout:
+ * state kept as ABEF and CDGH). */
+__attribute__((target("sha,sse4.1,ssse3")))
+static void compress_shani(uint32_t h[8], const unsigned char *p, size_t blocks)
+{
+        const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bLL, 0x0405060700010203LL);
+        __m128i s0 = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&h[0]), 0xB1);  /* CDAB */
+        __m128i s1 = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&h[4]), 0x1B);  /* EFGH */
+        __m128i abef = _mm_alignr_epi8(s0, s1, 8);
+        __m128i cdgh = _mm_blend_epi16(s1, s0, 0xF0);
+
+        for (; blocks > 0; blocks--, p += 64) {
+                __m128i abef_save = abef, cdgh_save = cdgh, w[4];
+
+                for (int i = 0; i < 4; i++)
+                        w[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * i)), bswap);
+                for (int g = 0; g < 16; g++) {
+                        __m128i cur = w[g % 4];
+                        __m128i msg = _mm_add_epi32(cur, _mm_loadu_si128((const __m128i *)&K[4 * g]));
+                        cdgh = _mm_sha256rnds2_epu32(cdgh, abef, msg);
+                        abef = _mm_sha256rnds2_epu32(abef, cdgh, _mm_shuffle_epi32(msg, 0x0E));
+                        if (g >= 3 && g <= 14) {
+                                __m128i *next = &w[(g + 1) % 4], prev = w[(g + 3) % 4];
+                                *next = _mm_sha256msg2_epu32(_mm_add_epi32(*next, _mm_alignr_epi8(cur, prev, 4)),
+                                                             cur);
+                        }
+                        if (g >= 1 && g <= 12)
+                                w[(g + 3) % 4] = _mm_sha256msg1_epu32(w[(g + 3) % 4], cur);
+                }
+                abef = _mm_add_epi32(abef, abef_save);
+                cdgh = _mm_add_epi32(cdgh, cdgh_save);
+        }
+        s0 = _mm_shuffle_epi32(abef, 0x1B);   /* FEBA */
+        s1 = _mm_shuffle_epi32(cdgh, 0xB1);   /* DCHG */
+        _mm_storeu_si128((__m128i *)&h[0], _mm_blend_epi16(s0, s1, 0xF0));   /* DCBA */
+        _mm_storeu_si128((__m128i *)&h[4], _mm_alignr_epi8(s1, s0, 8));      /* HGFE */
+}
+
+static bool cpu_has_sha(void)
+{
+        unsigned a, b, c, d;
+
+        return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b >> 29 & 1) &&
+               __get_cpuid(1, &a, &b, &c, &d) && (c >> 19 & 1) && (c >> 9 & 1);   /* SSE4.1, SSSE3 */
+}
+#else
+static bool cpu_has_sha(void) { return false; }
+#define compress_shani compress_portable
+#endif
+
+static void (*compress)(uint32_t h[8], const unsigned char *p, size_t blocks);
+
+bool sha256_use_hardware(bool want)
+{
+        bool hw = want && cpu_has_sha();
+
+        compress = hw ? compress_shani : compress_portable;
+        return hw;
+}
+
 void sha256_init(Sha256 *s)
 {
         static const uint32_t iv[8] = { 0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
                                         0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19 };
+        if (!compress)
+                sha256_use_hardware(true);
         memcpy(s->h, iv, sizeof iv);
         s->len = 0;
         s->fill = 0;
@@ -61,11 +139,12 @@ void sha256_update(Sha256 *s, const void *data, size_t n)
                 n -= take;
                 if (s->fill < 64)
                         return;
-                compress(s->h, s->block);
+                compress(s->h, s->block, 1);
                 s->fill = 0;
         }
-        for (; n >= 64; p += 64, n -= 64)
-                compress(s->h, p);
+        compress(s->h, p, n / 64);
+        p += n / 64 * 64;
+        n %= 64;
         memcpy(s->block, p, n);
         s->fill = n;
 }

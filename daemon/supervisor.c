@@ -6,7 +6,9 @@
  *
  * Scheduling: files load one at a time in arrival order; within a file at most
  * `workers` chunks run at once, always the lowest-numbered unfinished ones, so
- * the chunk every other worker waits for always has a slot. */
+ * the chunk a worker waits for (the previous one of its lane) always has a
+ * slot. A file has one lane per worker, so the running chunks are normally one
+ * per lane and apply in parallel. */
 #include "supervisor.h"
 #include "aggregate.h"
 #include "backoff.h"
@@ -278,9 +280,14 @@ static void spawn_chunk(Supervisor *s, int64_t file_id, int no, const char *path
         free(full);
 }
 
-static void spawn_aggregate(Supervisor *s)
+/* The timer recounts (it also catches changes made outside ingestd); after a
+ * load the chunks' recorded deltas are folded in, which costs only the names
+ * the load changed. */
+static void spawn_aggregate(Supervisor *s, AggregateMode mode)
 {
-        char *argv[] = { "ingestd", "-c", (char *)s->config_path, "--aggregate", NULL };
+        char *argv[] = { "ingestd", "-c", (char *)s->config_path,
+                         mode == AGGREGATE_FULL ? "--aggregate" : "--aggregate-fold",
+                         log_get_level() >= LOG_DEBUG ? "--debug" : NULL, NULL };
         int go = -1;
         pid_t pid = spawn(s, argv, &go);
 
@@ -301,7 +308,7 @@ static void maybe_aggregate(Supervisor *s)
                 return;
         s->aggregate_wanted = false;
         s->next_aggregate = now + (s->cfg->aggregate_interval > 0 ? s->cfg->aggregate_interval : 1e9);
-        spawn_aggregate(s);
+        spawn_aggregate(s, due ? AGGREGATE_FULL : AGGREGATE_FOLD);
 }
 
 /* Spawns the due pending chunks among the lowest `workers` unfinished ones.
@@ -392,7 +399,8 @@ static char *chunk_report(Supervisor *s, const Child *c, int *ret_attempts)
 
         PGresult *res = db_query(s->conn, NULL,
                 "SELECT attempts, first_line, coalesce((SELECT n.first_line - 1 FROM ingest.chunks n "
-                "WHERE n.file_id = c.file_id AND n.no = c.no + 1)::text, 'end'), coalesce(error, 'no error recorded') "
+                "WHERE n.file_id = c.file_id AND n.start_offset = c.end_offset LIMIT 1)::text, 'end'), "
+                "coalesce(error, 'no error recorded') "
                 "FROM ingest.chunks c WHERE file_id = $1 AND no = $2", 2, p);
         char *report = NULL;
 

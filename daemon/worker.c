@@ -39,6 +39,7 @@ typedef struct Job {
         const char *path;
         char ids[2][32];           /* file_id, chunk_no as text parameters */
         FileKind kind;
+        int lane, lanes;
         Header header;
         PlanChunk range;
         LoadCounts counts;
@@ -69,7 +70,7 @@ static int lock_chunk(Job *j)
 {
         const char *p[2] = { j->ids[0], j->ids[1] };
         PGresult *res = db_query(j->conn, &j->error,
-                "SELECT c.state, c.start_offset, c.end_offset, c.first_line, f.kind "
+                "SELECT c.state, c.start_offset, c.end_offset, c.first_line, f.kind, c.lane, f.lanes "
                 "FROM ingest.chunks c JOIN ingest.files f ON f.id = c.file_id "
                 "WHERE c.file_id = $1 AND c.no = $2 FOR UPDATE OF c", 2, p);
         int r;
@@ -86,6 +87,8 @@ static int lock_chunk(Job *j)
         j->range.end = strtoull(PQgetvalue(res, 0, 2), NULL, 10);
         j->range.first_line = strtoull(PQgetvalue(res, 0, 3), NULL, 10);
         j->kind = strcmp(PQgetvalue(res, 0, 4), "update") == 0 ? KIND_UPDATE : KIND_INGEST;
+        j->lane = atoi(PQgetvalue(res, 0, 5));
+        j->lanes = atoi(PQgetvalue(res, 0, 6));
         PQclear(res);
         return r;
 }
@@ -169,13 +172,15 @@ static int stage_rows(Job *j, Buf *rejects)
         r = header_parse(map, size, j->kind, j->cfg->key, &j->header, &j->error);
         if (r < 0)
                 goto out;
+        /* the key columns take the collation of products' */
         r = db_exec(j->conn, &j->error,
-                    "CREATE TEMP TABLE stage (sku text, name text, description text, "
-                    "line bigint, byte_offset bigint) ON COMMIT DROP", 0, NULL);
+                    "CREATE TEMP TABLE stage ON COMMIT DROP AS SELECT sku, name, description, "
+                    "0::bigint AS line, 0::bigint AS byte_offset FROM public.products WITH NO DATA", 0, NULL);
         if (r < 0 || (r = copy_begin(j, "COPY pg_temp.stage FROM STDIN")) < 0)
                 goto out;
         LoaderInput in = { map, j->range.start, j->range.end, j->range.first_line, &j->header,
-                           j->cfg->max_field, j->file_id, j->chunk_no };
+                           j->cfg->max_field, j->file_id, j->chunk_no, (unsigned)j->lane,
+                           (unsigned)j->lanes };
         r = loader_run(&in, &rows, rejects, COPY_FLUSH, copy_flush, j, &j->counts);
         if (r == 0)
                 r = copy_end(j);
@@ -187,7 +192,7 @@ out:
         return r;
 }
 
-/* Blocks until chunk no-1 has committed. 1 = go on, 0 = give up (stop or the
+/* Blocks until chunk no-lanes (the previous range of our lane) has committed. 1 = go on, 0 = give up (stop or the
  * file failed), <0 = database error. FOR SHARE waits while the predecessor's
  * worker holds its row; the savepoint is rolled back at once so that our share
  * lock never blocks a predecessor that has not started yet. */
@@ -196,9 +201,9 @@ static int wait_predecessor(Job *j)
         char prev[32];
         const char *p[2] = { j->ids[0], prev };
 
-        if (j->chunk_no <= 1)
+        if (j->chunk_no <= j->lanes)
                 return 1;
-        snprintf(prev, sizeof prev, "%d", j->chunk_no - 1);
+        snprintf(prev, sizeof prev, "%d", j->chunk_no - j->lanes);
         for (;;) {
                 if (db_exec(j->conn, &j->error, "SAVEPOINT predecessor", 0, NULL) < 0)
                         return -EIO;
@@ -231,20 +236,40 @@ static int wait_predecessor(Job *j)
  * plain INSERT of 466,761 rows) and safe because chunks are applied one at a
  * time in file order; a concurrent outside writer makes the INSERT fail with
  * a unique violation, and the chunk is retried. */
+/* products_agg changes of this chunk, by name, into ingest.agg_delta in the
+ * same transaction: inserted rows count +1 for their name, an update that
+ * renames a product -1 for the old name and +1 for the new one. The refresh
+ * after the load folds these in instead of recounting products. When a chunk
+ * changes more than a tenth of the table's estimated rows (always on the
+ * first load into an empty table), recording the deltas costs more than
+ * recounting, and the chunk leaves a NULL-name row that asks for a recount. */
+#define AGG_DELTA \
+        " x AS (SELECT name, 1 AS delta FROM i " \
+        "       UNION ALL SELECT v.name, v.delta FROM u, " \
+        "         LATERAL (VALUES (u.new_name, 1), (u.old_name, -1)) v(name, delta) " \
+        "       WHERE u.new_name <> u.old_name), " \
+        " big AS (SELECT (SELECT count(*) FROM x) > 0.1 * greatest(reltuples, 0) AS recount " \
+        "         FROM pg_class WHERE oid = 'public.products'::regclass), " \
+        " d AS (INSERT INTO ingest.agg_delta (name, delta) " \
+        "       SELECT name, sum(delta) FROM x WHERE NOT (SELECT recount FROM big) " \
+        "       GROUP BY name HAVING sum(delta) <> 0 " \
+        "       UNION ALL SELECT NULL, 0 FROM big WHERE recount AND EXISTS (SELECT 1 FROM x)) "
+
 #define APPLY_INGEST(KEY, JOIN, SET, CHANGED) \
         "WITH s AS (SELECT DISTINCT ON (" KEY ") sku, name, description, line FROM pg_temp.stage " \
         "           ORDER BY " KEY ", line DESC), " \
-        " k AS (SELECT s.*, p.sku IS NOT NULL AS present, " \
+        " k AS (SELECT s.*, p.sku IS NOT NULL AS present, p.name AS old_name, " \
         "              (p.file_seq, p.line) >= ($1::bigint, s.line) AS outranked, " \
         "              p.file_seq = $1::bigint AND p.line < s.line AS superseding, " \
         "              " CHANGED " AS changed " \
         "       FROM s LEFT JOIN public.products p ON " JOIN "), " \
         " u AS (UPDATE public.products p SET " SET "file_seq = $1::bigint, line = s.line " \
-        "       FROM k s WHERE " JOIN " AND s.present AND NOT s.outranked AND s.changed RETURNING 1), " \
+        "       FROM k s WHERE " JOIN " AND s.present AND NOT s.outranked AND s.changed " \
+        "       RETURNING s.old_name, p.name AS new_name), " \
         " i AS (INSERT INTO public.products (sku, name, description, file_seq, line) " \
-        "       SELECT sku, name, description, $1::bigint, line FROM k WHERE NOT present RETURNING 1) " \
-        "SELECT count(*), count(*) FILTER (WHERE outranked), count(*) FILTER (WHERE superseding), " \
-        "       (SELECT count(*) FROM u) + (SELECT count(*) FROM i) FROM k"
+        "       SELECT sku, name, description, $1::bigint, line FROM k WHERE NOT present RETURNING name), " \
+        AGG_DELTA \
+        "SELECT count(*), count(*) FILTER (WHERE outranked), count(*) FILTER (WHERE superseding) FROM k"
 
 static const char *const apply_ingest_sku =
         APPLY_INGEST("sku", "p.sku = s.sku", "name = s.name, description = s.description, ",
@@ -277,14 +302,17 @@ static char *apply_update_sql(const Job *j, const Header *h)
         return xasprintf(
                 "WITH s AS (SELECT DISTINCT ON (%s) sku, name, description, line FROM pg_temp.stage "
                 "           ORDER BY %s, line DESC), "
-                " k AS (SELECT s.*, (p.file_seq, p.line) >= ($1::bigint, s.line) AS outranked, "
+                " k AS (SELECT s.*, p.name AS old_name, (p.file_seq, p.line) >= ($1::bigint, s.line) AS outranked, "
                 "       p.file_seq = $1::bigint AND p.line < s.line AS superseding "
                 "       FROM s JOIN public.products p ON %s), "
                 " u AS (UPDATE public.products p SET %sfile_seq = $1::bigint, line = s.line "
                 "       FROM k s WHERE %s AND NOT s.outranked "
-                "         AND (%sNULL::text) IS DISTINCT FROM (%sNULL::text) RETURNING 1) "
+                "         AND (%sNULL::text) IS DISTINCT FROM (%sNULL::text) "
+                "       RETURNING s.old_name, p.name AS new_name), "
+                " i AS (SELECT NULL::text AS name WHERE false), "
+                AGG_DELTA
                 "SELECT (SELECT count(*) FROM k), (SELECT count(*) FROM k WHERE outranked), "
-                "       (SELECT count(*) FROM k WHERE superseding), (SELECT count(*) FROM u)",
+                "       (SELECT count(*) FROM k WHERE superseding)",
                 key, key, match, set, match, old, new);
 }
 
@@ -441,7 +469,9 @@ int worker_run(const Config *cfg, int64_t file_id, int chunk_no, const char *pat
                 free(j.error);
                 return WORKER_RETRY;
         }
+        /* the staging table and the apply's sort and join stay in memory */
         PQclear(PQexec(j.conn, "SET temp_buffers = '256MB'"));
+        PQclear(PQexec(j.conn, "SET work_mem = '64MB'"));
         status = load_chunk(&j);
         if (status == WORKER_DONE) {
                 struct rusage ru;

@@ -6,7 +6,7 @@ import time
 import psycopg2
 
 from conftest import generate, query
-from model import Model
+from model import Model, write_csv
 
 
 def test_readers_never_see_a_partial_aggregate(daemon, tmp_path):
@@ -63,3 +63,36 @@ def test_after_load_refresh_without_timer(daemon, tmp_path):
     assert d.aggregate() == m.aggregate()
     [f] = d.status()
     assert f["aggregated_at"] is not None
+
+
+def test_after_load_refresh_folds_the_chunks_deltas(daemon, tmp_path):
+    """Small loads onto a big table: products_agg follows from the per-name
+    deltas the chunks recorded (inserts, renames by ingest and by update
+    files, names that disappear), not from a recount; no timer."""
+    a = generate(tmp_path / "a.csv", 6000, 31)
+    d = daemon(workers=2, chunk_size="16k", interval=0, after_load="true").start(debug=True)
+    d.drop(a)
+    m = Model()
+    m.ingest(a)
+    assert d.aggregate() == m.aggregate()
+    query(d.conninfo, "ANALYZE products")    # the table's size is now known: deltas are cheaper
+    skus = sorted(k[0] for k in m.products)
+    lone = [n for n, c in m.aggregate().items() if c == 1][:5]
+    lone_skus = [s for s, (sku, name, _) in m.products.items() if name in lone]
+    b_rows = [("renamed %d" % i, sku, "Renamed Person%d" % (i % 9)) for i, sku in enumerate(skus[:60])]
+    b_rows += [("renamed away", k[0], "Somebody Else") for k in lone_skus]     # these names vanish
+    b_rows += [("new", "zz-fold-%d" % i, "Brand New%d" % (i % 4)) for i in range(30)]
+    b = str(tmp_path / "b.csv")
+    write_csv(b, ["description", "sku", "name"], b_rows)
+    d.drop(b)
+    m.ingest(b)
+    assert d.aggregate() == m.aggregate()
+    u = str(tmp_path / "u.csv")
+    write_csv(u, ["sku", "name"], [(sku, "Updated Name%d" % (i % 3)) for i, sku in enumerate(skus[100:140])])
+    d.drop(u, kind="update")
+    m.update(u)
+    assert d.aggregate() == m.aggregate()
+    assert d.products() == m.table()
+    log = d.log_text()
+    assert log.count("products_agg updated from the loads' deltas") >= 2, log[-3000:]
+    assert query(d.conninfo, "SELECT count(*) FROM ingest.agg_delta")[0][0] == 0

@@ -71,10 +71,11 @@ def test_workers_and_chunk_sizes(daemon, tmp_path, workers, chunk):
     check_against(d, m)
     [f] = d.status()
     size = os.path.getsize(src)
+    assert f["lanes"] == workers                 # one key lane per worker
     if chunk == "1":
-        assert f["chunks"] == rows               # one record per chunk
+        assert f["chunks"] == rows * workers     # one record per byte range
     if chunk == "64M":
-        assert f["chunks"] == 1 and size < 64 << 20
+        assert f["chunks"] == workers and size < 64 << 20
     assert f["rows_loaded"] + f["rows_superseded"] == rows
 
 

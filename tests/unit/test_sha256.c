@@ -42,11 +42,40 @@ static void test_million_a(void **state)
         assert_string_equal(out, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
+/* Both implementations must agree on every length around block boundaries. */
+static void test_hardware_matches_portable(void **state)
+{
+        (void)state;
+        static char data[1000];
+        char hw[65], sw[65];
+
+        for (size_t i = 0; i < sizeof data; i++)
+                data[i] = (char)(i * 7 + (i >> 3));
+        if (!sha256_use_hardware(true)) {
+                /* honest: nothing to compare on a CPU without SHA extensions */
+                print_message("no SHA extensions on this CPU: portable code only\n");
+                return;
+        }
+        for (size_t n = 0; n <= sizeof data; n += n < 200 ? 1 : 61) {
+                sha256_use_hardware(true);
+                hex_of(data, n, n % 3 + 1 + n / 2, hw);
+                sha256_use_hardware(false);
+                hex_of(data, n, n + 1, sw);
+                assert_string_equal(hw, sw);
+        }
+}
+
+static int use_portable(void **state) { (void)state; sha256_use_hardware(false); return 0; }
+static int use_hardware(void **state) { (void)state; sha256_use_hardware(true); return 0; }
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_vectors),
-                cmocka_unit_test(test_million_a),
+                cmocka_unit_test_setup(test_vectors, use_portable),
+                cmocka_unit_test_setup(test_million_a, use_portable),
+                cmocka_unit_test_setup(test_vectors, use_hardware),
+                cmocka_unit_test_setup(test_million_a, use_hardware),
+                cmocka_unit_test(test_hardware_matches_portable),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
