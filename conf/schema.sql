@@ -78,6 +78,8 @@ CREATE TABLE IF NOT EXISTS ingest.agg_delta (
     delta           bigint NOT NULL
 );
 
+CREATE INDEX IF NOT EXISTS agg_delta_recount ON ingest.agg_delta ((name IS NULL)) WHERE name IS NULL;
+
 CREATE TABLE IF NOT EXISTS public.products_agg (
     name            text COLLATE "C" PRIMARY KEY,   -- byte order: see products
     no_of_products  bigint NOT NULL

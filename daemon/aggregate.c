@@ -17,17 +17,24 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* New names take a plain INSERT and changed counts an UPDATE: cheaper than
- * INSERT ... ON CONFLICT, and safe since refreshes never overlap. */
+/* The count by name goes into a temporary table first: a CREATE TABLE AS
+ * may use parallel workers, an INSERT ... SELECT may not. New names then take
+ * a plain INSERT and changed counts an UPDATE: cheaper than INSERT ... ON
+ * CONFLICT, and safe since refreshes never overlap. */
+static const char fresh_sql[] =
+        "CREATE TEMP TABLE fresh ON COMMIT DROP AS "
+        "SELECT name, count(*) AS n FROM public.products GROUP BY name";
 static const char refresh_sql[] =
-        "WITH fresh AS MATERIALIZED (SELECT name, count(*) AS n FROM public.products GROUP BY name), "
-        " cur AS MATERIALIZED (SELECT f.name, f.n, a.no_of_products AS old "
-        "                      FROM fresh f LEFT JOIN public.products_agg a ON a.name = f.name), "
+        "WITH cur AS MATERIALIZED (SELECT f.name, f.n, a.no_of_products AS old "
+        "                      FROM pg_temp.fresh f LEFT JOIN public.products_agg a ON a.name = f.name), "
         " gone AS (DELETE FROM public.products_agg a "
-        "          WHERE NOT EXISTS (SELECT 1 FROM fresh f WHERE f.name = a.name)), "
+        "          WHERE NOT EXISTS (SELECT 1 FROM pg_temp.fresh f WHERE f.name = a.name)), "
         " changed AS (UPDATE public.products_agg a SET no_of_products = c.n FROM cur c "
         "             WHERE a.name = c.name AND c.old IS NOT NULL AND c.old <> c.n) "
         "INSERT INTO public.products_agg (name, no_of_products) SELECT name, n FROM cur WHERE old IS NULL";
+/* The first build (an empty products_agg) needs no comparison. */
+static const char first_build_sql[] =
+        "INSERT INTO public.products_agg (name, no_of_products) SELECT name, n FROM pg_temp.fresh";
 
 static const char fold_sql[] =
         "WITH d AS (DELETE FROM ingest.agg_delta RETURNING name, delta), "
@@ -49,6 +56,19 @@ static bool recount_requested(PGconn *c)
         return yes;
 }
 
+static int recount(PGconn *c, char **ret_error)
+{
+        int r = db_exec(c, ret_error, fresh_sql, 0, NULL);
+        PGresult *res = r == 0 ? db_query(c, ret_error, "SELECT EXISTS (SELECT 1 FROM public.products_agg)", 0, NULL)
+                               : NULL;
+
+        if (!res)
+                return -EIO;
+        bool empty = strcmp(PQgetvalue(res, 0, 0), "f") == 0;
+        PQclear(res);
+        return db_exec(c, ret_error, empty ? first_build_sql : refresh_sql, 0, NULL);
+}
+
 static int refresh_once(PGconn *c, AggregateMode *ret_mode, char **ret_error)
 {
         AggregateMode mode = *ret_mode;
@@ -57,7 +77,7 @@ static int refresh_once(PGconn *c, AggregateMode *ret_mode, char **ret_error)
         if (r == 0 && mode == AGGREGATE_FOLD && recount_requested(c))
                 mode = *ret_mode = AGGREGATE_FULL;
         if (r == 0 && mode == AGGREGATE_FULL)
-                r = db_exec(c, ret_error, refresh_sql, 0, NULL);
+                r = recount(c, ret_error);
         if (r == 0 && mode == AGGREGATE_FULL)   /* the recount covers them */
                 r = db_exec(c, ret_error, "DELETE FROM ingest.agg_delta", 0, NULL);
         if (r == 0 && mode == AGGREGATE_FOLD)
