@@ -14,6 +14,7 @@ typedef struct Config {
         char *incoming, *updates, *state;
         int workers;               /* as configured; 0 = number of CPUs */
         uint64_t chunk_size;
+        int max_ranges;
         KeyMode key;
         double aggregate_interval; /* seconds, 0 = only after loads */
         bool aggregate_after_load;

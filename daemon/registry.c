@@ -185,6 +185,22 @@ static int store_plan(PGconn *c, const Config *cfg, int64_t id, const Plan *plan
         return r;
 }
 
+/* chunk_size, or more for a file that would have more than max_ranges
+ * ranges. Each range is applied lane by lane as one sorted pass over products'
+ * key index; on a table far larger than shared_buffers every pass rereads the
+ * whole index, so a big file loads faster in fewer, larger ranges (10M rows:
+ * 16M ranges 74 s, 128M 58 s, 512M 53 s). */
+static uint64_t range_size(const Config *cfg, int fd)
+{
+        struct stat st;
+        uint64_t at_most = (uint64_t)(cfg->max_ranges > 0 ? cfg->max_ranges : 1);
+
+        if (fstat(fd, &st) < 0 || st.st_size <= 0)
+                return cfg->chunk_size;
+        uint64_t even = ((uint64_t)st.st_size + at_most - 1) / at_most;
+        return even > cfg->chunk_size ? even : cfg->chunk_size;
+}
+
 /* Plans processing/PATH of file `id`: bad files are failed, good ones get chunks. */
 static int plan_file(PGconn *c, const Config *cfg, int64_t id, FileKind kind, const char *path)
 {
@@ -192,7 +208,7 @@ static int plan_file(PGconn *c, const Config *cfg, int64_t id, FileKind kind, co
         int fd = open(full, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
         Plan plan = { 0 };
         double t0 = now_monotonic();
-        int r = fd < 0 ? -errno : planner_plan(fd, kind, cfg->key, cfg->chunk_size, plan_progress,
+        int r = fd < 0 ? -errno : planner_plan(fd, kind, cfg->key, range_size(cfg, fd), plan_progress,
                                                    plan_progress_ud, &plan, &err);
 
         if (fd >= 0)

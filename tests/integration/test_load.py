@@ -79,6 +79,21 @@ def test_workers_and_chunk_sizes(daemon, tmp_path, workers, chunk):
     assert f["rows_loaded"] + f["rows_superseded"] == rows
 
 
+def test_max_ranges_makes_big_files_use_bigger_ranges(daemon, tmp_path):
+    rows = 3000
+    src = generate(tmp_path / "p.csv", rows, 13, "--tricky")
+    size = os.path.getsize(src)
+    d = daemon(workers=2, chunk_size="1k", max_ranges=3).start()
+    d.drop(src)
+    m = Model("sku")
+    m.ingest(src)
+    check_against(d, m)
+    [f] = d.status()
+    assert size > 3 * 1024 * 10                  # chunk_size alone would make > 30 ranges
+    assert f["chunks"] == 3 * 2                  # 3 equal ranges x 2 lanes
+    assert f["rows_loaded"] + f["rows_superseded"] == rows
+
+
 def test_ingest_then_ingest_then_update(daemon, tmp_path):
     a = generate(tmp_path / "a.csv", 5000, 21)
     # B: other column order, changes some of A's products, repeats a sku inside B
