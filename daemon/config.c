@@ -26,7 +26,7 @@ const ConfigKey config_keys[] = {
           "worker processes loading chunks at once; 0 = number of CPUs" },
         { "chunk_size", CT_SIZE, OFF(chunk_size), "16M", 1, 1ULL << 40, true,
           "bytes per chunk (suffix k, M, G); chunks end at record boundaries" },
-        { "max_ranges", CT_INT, OFF(max_ranges), "8", 1, 1000000, true,
+        { "max_ranges", CT_INT, OFF(max_ranges), "4", 1, 1000000, true,
           "most byte ranges per file: bigger files get ranges larger than chunk_size" },
         { "key", CT_KEY, OFF(key), "sku", 0, 0, false,
           "\"sku\" or \"sku,name\": the primary key of products" },

@@ -98,7 +98,9 @@ exec systemd-nspawn -D / --volatile=yes -M ingestdtest --register=no --keep-unit
         return [json.loads(l) for l in out.splitlines() if l.strip()]
 
     def write_config(self, **kv):
-        settings = dict(workers=2, chunk_size='"256k"', aggregate='{ interval = 60; after_load = true; }')
+        # many small chunks: stop and restart must land in the middle of a load
+        settings = dict(workers=2, chunk_size='"256k"', max_ranges=1000,
+                        aggregate='{ interval = 60; after_load = true; }')
         settings.update(kv)
         with open(os.path.join(self.etc, "ingestd.conf.tmp"), "w") as f:
             f.write('database: { conninfo = "%s"; };\n' % self.conninfo)
