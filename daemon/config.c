@@ -86,7 +86,7 @@ static int set_from_string(const ConfigKey *k, void *field, const char *s)
                         return -EINVAL;
                 return 0;
         case CT_BOOL:
-                if (strcmp(s, "true") && strcmp(s, "false"))
+                if (strcmp(s, "true") != 0 && strcmp(s, "false") != 0)
                         return -EINVAL;
                 *(bool *)field = strcmp(s, "true") == 0;
                 return 0;

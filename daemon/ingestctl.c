@@ -182,7 +182,7 @@ static int wait_file(Cli *c, const char *name, long long after)
                         r = 2;
                 }
                 if (r < 0)
-                        nanosleep(&(struct timespec){ 0, 50 * 1000 * 1000 }, NULL);
+                        nanosleep(&(struct timespec){ 0, 50L * 1000 * 1000 }, NULL);
         }
         free(shown);
         return r;

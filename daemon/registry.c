@@ -336,7 +336,8 @@ static int rescan_folder(PGconn *c, const Config *cfg, FileKind kind, int *defer
                 found[n++] = (Found){ xstrdup(de->d_name), st.st_mtim };
         }
         closedir(d);
-        qsort(found, n, sizeof *found, found_cmp);
+        if (n > 0)      /* qsort's array must not be NULL, even for no elements */
+                qsort(found, n, sizeof *found, found_cmp);
         for (size_t i = 0; i < n; i++) {
                 int k = r < 0 ? 0 : registry_register(c, cfg, kind, found[i].name);
                 if (k == -EAGAIN)

@@ -27,7 +27,7 @@ static void compress_one(uint32_t h[8], const unsigned char *b)
 {
         uint32_t w[64], a, bb, c, d, e, f, g, hh;
 
-        for (int i = 0; i < 16; i++)
+        for (size_t i = 0; i < 16; i++)
                 w[i] = (uint32_t)b[4 * i] << 24 | (uint32_t)b[4 * i + 1] << 16 |
                        (uint32_t)b[4 * i + 2] << 8 | b[4 * i + 3];
         for (int i = 16; i < 64; i++) {
@@ -69,9 +69,9 @@ static void compress_shani(uint32_t h[8], const unsigned char *p, size_t blocks)
         for (; blocks > 0; blocks--, p += 64) {
                 __m128i abef_save = abef, cdgh_save = cdgh, w[4];
 
-                for (int i = 0; i < 4; i++)
+                for (size_t i = 0; i < 4; i++)
                         w[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * i)), bswap);
-                for (int g = 0; g < 16; g++) {
+                for (size_t g = 0; g < 16; g++) {
                         __m128i cur = w[g % 4];
                         __m128i msg = _mm_add_epi32(cur, _mm_loadu_si128((const __m128i *)&K[4 * g]));
                         cdgh = _mm_sha256rnds2_epu32(cdgh, abef, msg);
@@ -158,6 +158,6 @@ void sha256_final_hex(Sha256 *s, char out[65])
         for (int i = 0; i < 8; i++)
                 pad[padlen + i] = (unsigned char)(bits >> (56 - 8 * i));
         sha256_update(s, pad, padlen + 8);
-        for (int i = 0; i < 8; i++)
+        for (size_t i = 0; i < 8; i++)
                 sprintf(out + 8 * i, "%08x", s->h[i]);
 }

@@ -221,7 +221,7 @@ static int wait_predecessor(Job *j)
                         return 1;
                 if (failed || stop_requested)
                         return 0;
-                nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+                nanosleep(&(struct timespec){ 0, 10L * 1000 * 1000 }, NULL);
         }
 }
 
@@ -293,18 +293,12 @@ static char *apply_update_sql(const Job *j, const Header *h)
         bool set_desc = h->index[COL_DESCRIPTION] >= 0;
         const char *key = sku_name ? "sku, name" : "sku";
         const char *match = sku_name ? "p.sku = s.sku AND p.name = s.name" : "p.sku = s.sku";
-        char set[96] = "", old[64] = "", new[64] = "";
+        char set[96], old[64], new[64];
 
-        if (set_name) {
-                strcat(set, "name = s.name, ");
-                strcat(old, "p.name, ");
-                strcat(new, "s.name, ");
-        }
-        if (set_desc) {
-                strcat(set, "description = s.description, ");
-                strcat(old, "p.description, ");
-                strcat(new, "s.description, ");
-        }
+        snprintf(set, sizeof set, "%s%s", set_name ? "name = s.name, " : "",
+                 set_desc ? "description = s.description, " : "");
+        snprintf(old, sizeof old, "%s%s", set_name ? "p.name, " : "", set_desc ? "p.description, " : "");
+        snprintf(new, sizeof new, "%s%s", set_name ? "s.name, " : "", set_desc ? "s.description, " : "");
         return xasprintf(
                 "WITH s AS (SELECT DISTINCT ON (%s) sku, name, description, line FROM pg_temp.stage "
                 "           ORDER BY %s, line DESC), "
