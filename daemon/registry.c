@@ -37,15 +37,22 @@ static LogCtx name_ctx(const char *name, const char *state)
         return (LogCtx){ name, -1, -1, -1, state };
 }
 
+const char *registry_dropped_name(const char *path)
+{
+        const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path, *p = base;
+
+        while (*p >= '0' && *p <= '9')
+                p++;
+        return p > base && *p == '-' ? p + 1 : base;
+}
+
 /* A registered file: our own "ID-NAME" gives INGEST_FILE=NAME, INGEST_FILE_ID=ID. */
 static LogCtx path_ctx(const char *path, const char *state, long long rows)
 {
-        char *dash;
-        long long id = path ? strtoll(path, &dash, 10) : -1;
+        const char *name = path ? registry_dropped_name(path) : NULL;
+        long long id = name && name != path ? strtoll(path, NULL, 10) : -1;
 
-        if (!path || *dash != '-')
-                return (LogCtx){ path, -1, -1, rows, state };
-        return (LogCtx){ dash + 1, id, -1, rows, state };
+        return (LogCtx){ name, id, -1, rows, state };
 }
 
 int registry_make_dirs(const Config *cfg, char **ret_error)
@@ -136,11 +143,10 @@ static int delete_file_row(PGconn *c, int64_t id)
  * no - lanes is the previous range of the same lane. One lane per worker lets
  * the workers apply in parallel on disjoint skus; the count is fixed per file
  * because rows are assigned to lanes by it. */
-static int store_plan(PGconn *c, const Config *cfg, int64_t id, const Plan *plan, char **ret_error)
+static int store_plan(PGconn *c, int64_t id, const Plan *plan, int lanes, char **ret_error)
 {
         char ids[32], size[32], rows[32], n[32], nl[32];
         const char *p[6] = { ids, plan->sha256, size, n, rows, nl };
-        int lanes = config_workers(cfg);
         Buf b = { 0 };
         int r;
 
@@ -208,6 +214,7 @@ static int plan_file(PGconn *c, const Config *cfg, int64_t id, FileKind kind, co
         char *full = registry_processing_path(cfg, path), *err = NULL;
         int fd = open(full, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
         Plan plan = { 0 };
+        int lanes = config_workers(cfg);   /* fixed for the file from here on */
         double t0 = now_monotonic();
         int r = fd < 0 ? -errno : planner_plan(fd, kind, cfg->key, range_size(cfg, fd), plan_progress,
                                                    plan_progress_ud, &plan, &err);
@@ -221,11 +228,11 @@ static int plan_file(PGconn *c, const Config *cfg, int64_t id, FileKind kind, co
         } else if (r < 0) {
                 log_ctx(LOG_ERR, path_ctx(path, NULL, -1), "cannot read %s: %s", full, strerror(-r));
         } else {
-                r = store_plan(c, cfg, id, &plan, &err);
+                r = store_plan(c, id, &plan, lanes, &err);
                 if (r == 0)
                         log_ctx(LOG_INFO, path_ctx(path, "loading", (long long)plan.data_rows),
                                 "planned: %" PRIu64 " bytes, %" PRIu64 " data rows, %zu byte ranges x %d lanes (%.2f s), "
-                                "sha256 %s", plan.size, plan.data_rows, plan.n_chunks, config_workers(cfg),
+                                "sha256 %s", plan.size, plan.data_rows, plan.n_chunks, lanes,
                                 now_monotonic() - t0, plan.sha256);
                 else
                         log_ctx(LOG_ERR, path_ctx(path, NULL, -1), "cannot store plan: %s", err);

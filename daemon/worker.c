@@ -1,16 +1,17 @@
-/* worker.c - one chunk, one transaction: lock the chunk row, COPY its valid
- * rows into a temporary staging table, wait until the previous chunk of the
- * file has committed, apply one upsert (or update), store the rejects, mark the
- * chunk done, COMMIT. The commit is the checkpoint; the row lock makes a second
- * worker for the same chunk wait and then find it done, so each chunk is
- * applied exactly once. Applying chunks in file order (they are parsed and
- * staged in parallel) makes the table equal to a sequential load even though
- * unchanged rows are skipped. Any failure rolls back everything. */
+/* worker.c - one chunk, one transaction: lock the chunk row, COPY the valid
+ * rows of its key lane into a temporary staging table, wait until the previous
+ * chunk of the same lane has committed, apply one upsert (or update), store the
+ * rejects, mark the chunk done, COMMIT. The commit is the checkpoint; the row
+ * lock makes a second worker for the same chunk wait and then find it done, so
+ * each chunk is applied exactly once. Applying each lane's chunks in file order
+ * (lanes hold disjoint skus) makes the table equal to a sequential load even
+ * though unchanged rows are skipped. Any failure rolls back everything. */
 #include "worker.h"
 #include "db.h"
 #include "loader.h"
 #include "log.h"
 #include "planner.h"
+#include "registry.h"
 #include "util.h"
 
 #include <errno.h>
@@ -48,19 +49,9 @@ typedef struct Job {
         char *error;
 } Job;
 
-/* The name as dropped: the path ends in "ID-NAME". */
-static const char *log_name(const char *path, int64_t file_id)
-{
-        const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
-        char prefix[32];
-        int n = snprintf(prefix, sizeof prefix, "%" PRId64 "-", file_id);
-
-        return strncmp(base, prefix, (size_t)n) == 0 ? base + n : base;
-}
-
 static LogCtx job_ctx(const Job *j)
 {
-        return (LogCtx){ log_name(j->path, j->file_id), j->file_id, j->chunk_no, -1, NULL };
+        return (LogCtx){ registry_dropped_name(j->path), j->file_id, j->chunk_no, -1, NULL };
 }
 
 /* Locks our chunk row. Returns 1 when there is work, 0 when already done. A
@@ -233,9 +224,9 @@ static int wait_predecessor(Job *j)
  * One LEFT JOIN finds each row's current version; absent keys then take a
  * plain INSERT and changed ones an UPDATE. This is cheaper than INSERT ... ON
  * CONFLICT (whose speculative insertion measured 1.62 s against 0.94 s for a
- * plain INSERT of 466,761 rows) and safe because chunks are applied one at a
- * time in file order; a concurrent outside writer makes the INSERT fail with
- * a unique violation, and the chunk is retried. */
+ * plain INSERT of 466,761 rows) and safe because a key's chunks (its lane) are
+ * applied one at a time in file order; a concurrent outside writer makes the
+ * INSERT fail with a unique violation, and the chunk is retried. */
 /* products_agg changes of this chunk, by name, into ingest.agg_delta in the
  * same transaction: inserted rows count +1 for their name, an update that
  * renames a product -1 for the old name and +1 for the new one. The refresh
@@ -478,7 +469,7 @@ int worker_run(const Config *cfg, int64_t file_id, int chunk_no, const char *pat
                 getrusage(RUSAGE_SELF, &ru);
                 /* the supervisor logs the outcome: journald cannot always tell the
                  * unit of a process that exits right after logging */
-                log_ctx(LOG_DEBUG, (LogCtx){ log_name(path, file_id), file_id, chunk_no, (long long)j.loaded, "done" },
+                log_ctx(LOG_DEBUG, (LogCtx){ registry_dropped_name(path), file_id, chunk_no, (long long)j.loaded, "done" },
                         "chunk %d: %" PRIu64 " loaded, %" PRIu64 " rejected, %" PRIu64 " superseded; "
                         "stage %.3f s, wait %.3f s, apply %.3f s, commit %.3f s; peak RSS %ld kB",
                         chunk_no, j.loaded, j.rejected, j.superseded, j.t_stage, j.t_wait, j.t_apply,
