@@ -96,3 +96,61 @@ def test_after_load_refresh_folds_the_chunks_deltas(daemon, tmp_path):
     log = d.log_text()
     assert log.count("products_agg updated from the loads' deltas") >= 2, log[-3000:]
     assert query(d.conninfo, "SELECT count(*) FROM ingest.agg_delta")[0][0] == 0
+
+
+PRIMARY_KEY = ("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+               "WHERE conrelid = 'products_agg'::regclass AND contype = 'p'")
+
+
+def test_first_build_rebuilds_the_primary_key_as_it_was(daemon, tmp_path):
+    """The first build into an empty products_agg drops the primary key and
+    adds it again after the insert: same name, same definition, enforced."""
+    src = generate(tmp_path / "p.csv", 3000, 41)
+    d = daemon(interval=0, after_load="true").start(debug=True)
+    before = query(d.conninfo, PRIMARY_KEY)
+    d.drop(src)
+    m = Model()
+    m.ingest(src)
+    assert d.aggregate() == m.aggregate()
+    assert query(d.conninfo, PRIMARY_KEY) == before == [("products_agg_pkey", "PRIMARY KEY (name)")]
+    name = next(iter(m.aggregate()))
+    try:
+        query(d.conninfo, "INSERT INTO products_agg VALUES (%s, 1)", (name,))
+        raise AssertionError("the rebuilt key did not refuse a duplicate name")
+    except psycopg2.errors.UniqueViolation:
+        pass
+
+
+def test_first_build_keeps_the_key_when_a_foreign_key_needs_it(daemon, tmp_path):
+    src = generate(tmp_path / "p.csv", 3000, 42)
+    d = daemon(interval=0, after_load="true").start()
+    query(d.conninfo, "CREATE TABLE watch (name text COLLATE \"C\" REFERENCES products_agg (name))")
+    d.drop(src)
+    m = Model()
+    m.ingest(src)
+    assert d.aggregate() == m.aggregate()
+    assert query(d.conninfo, PRIMARY_KEY) == [("products_agg_pkey", "PRIMARY KEY (name)")]
+    assert len(query(d.conninfo, "SELECT 1 FROM pg_constraint WHERE confrelid = 'products_agg'::regclass")) == 1
+
+
+def test_first_build_gives_up_the_key_rebuild_behind_a_long_reader(daemon, tmp_path):
+    """A reader's open transaction holds products_agg. Waiting for it with an
+    exclusive lock request would queue every other reader too: the first build
+    waits at most 1 s for the lock, then inserts with the key in place. The load
+    completes while the reader still holds its lock."""
+    src = generate(tmp_path / "p.csv", 3000, 43)
+    d = daemon(interval=0, after_load="true").start()
+    holder = psycopg2.connect(d.conninfo)
+    try:
+        holder.cursor().execute("SELECT count(*) FROM products_agg")     # AccessShareLock until rollback
+        t0 = time.monotonic()
+        d.drop(src)                      # returns once products_agg is committed
+        waited = time.monotonic() - t0
+        m = Model()
+        m.ingest(src)
+        assert d.aggregate() == m.aggregate()
+    finally:
+        holder.rollback()
+        holder.close()
+    assert waited >= 1.0, waited         # it did ask for the lock, for its lock_timeout
+    assert query(d.conninfo, PRIMARY_KEY) == [("products_agg_pkey", "PRIMARY KEY (name)")]
