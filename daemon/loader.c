@@ -15,8 +15,7 @@
 
 #define DROP_BEHIND (8u << 20)
 
-/* COPY text format escaping; also undoes CSV's doubled quotes. */
-static void put_copy_text(Buf *b, const char *p, size_t n, bool quoted)
+void copy_text_put(Buf *b, const char *p, size_t n, bool quoted)
 {
         buf_reserve(b, n * 2 + 1);
         char *o = b->data + b->len;
@@ -38,13 +37,33 @@ static void put_copy_text(Buf *b, const char *p, size_t n, bool quoted)
         b->len = (size_t)(o - b->data);
 }
 
+char copy_text_next(const char **p)
+{
+        char c = *(*p)++;
+
+        if (c != '\\')
+                return c;
+        c = *(*p)++;
+        return c == 'n' ? '\n' : c == 'r' ? '\r' : c == 't' ? '\t' : c;
+}
+
+bool copy_text_equal(const char *esc, size_t elen, const char *plain, size_t plen)
+{
+        const char *e = esc, *end = esc + elen;
+        size_t i = 0;
+
+        while (e < end && i < plen)
+                if (copy_text_next(&e) != plain[i++])
+                        return false;
+        return e == end && i == plen;
+}
+
 static void put_char(Buf *b, char c) { buf_append(b, &c, 1); }
 
 static void put_number(Buf *b, uint64_t v, char sep)
 {
-        char tmp[32];
-        int n = snprintf(tmp, sizeof tmp, "%" PRIu64 "%c", v, sep);
-        buf_append(b, tmp, (size_t)n);
+        buf_append_u64(b, v);
+        put_char(b, sep);
 }
 
 void loader_add_reject(Buf *rejects, int64_t file_id, int chunk_no, uint64_t line,
@@ -56,7 +75,7 @@ void loader_add_reject(Buf *rejects, int64_t file_id, int chunk_no, uint64_t lin
         put_number(rejects, (uint64_t)chunk_no, '\t');
         put_number(rejects, line, '\t');
         put_number(rejects, offset, '\t');
-        put_copy_text(rejects, reason, strlen(reason), false);
+        copy_text_put(rejects, reason, strlen(reason), false);
         put_char(rejects, '\t');
         if (!raw) {
                 buf_append(rejects, "\\N\n", 3);
@@ -117,7 +136,7 @@ static void put_row(Buf *b, const CsvRecord *rec, const Header *h)
                 if (i < 0)
                         buf_append(b, "\\N", 2);
                 else
-                        put_copy_text(b, rec->fields[i].ptr, rec->fields[i].len, rec->fields[i].quoted);
+                        copy_text_put(b, rec->fields[i].ptr, rec->fields[i].len, rec->fields[i].quoted);
                 put_char(b, '\t');
         }
         put_number(b, rec->line, '\t');

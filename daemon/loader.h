@@ -42,3 +42,10 @@ unsigned loader_lane(const char *p, size_t n, bool quoted, unsigned lanes);
 /* Appends one reject row (raw may be NULL). */
 void loader_add_reject(Buf *rejects, int64_t file_id, int chunk_no, uint64_t line,
                        uint64_t offset, const char *reason, const char *raw, size_t raw_len);
+
+/* COPY text escaping of p[0, n) (also undoes CSV's doubled quotes when quoted). */
+void copy_text_put(Buf *b, const char *p, size_t n, bool quoted);
+/* True when COPY text esc[0, elen) stands for plain[0, plen). */
+bool copy_text_equal(const char *esc, size_t elen, const char *plain, size_t plen);
+/* One byte of COPY text at *p (an escape counts as one); advances *p. */
+char copy_text_next(const char **p);

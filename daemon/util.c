@@ -162,6 +162,17 @@ void buf_append(Buf *b, const void *p, size_t n)
         b->len += n;
 }
 
+void buf_append_u64(Buf *b, uint64_t v)
+{
+        char tmp[20];
+        size_t n = sizeof tmp;
+
+        do
+                tmp[--n] = (char)('0' + v % 10);
+        while ((v /= 10) != 0);
+        buf_append(b, tmp + n, sizeof tmp - n);
+}
+
 void buf_free(Buf *b)
 {
         free(b->data);
