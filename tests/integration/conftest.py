@@ -184,3 +184,18 @@ def generate(path, rows, seed=1, *extra):
 # root without the capabilities that bypass file permissions, so that tests of
 # unreadable files and unwritable folders mean the same as for the ingestd user
 NO_DAC = ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search,-fowner"]
+
+
+# The two ways a worker applies a chunk (see worker.c): in batches from the
+# worker, or sorted in the server once products' key index is large. Tests of
+# exact results run both; "1" byte makes every chunk take the sorted path.
+APPLY_PATHS = {"batches": "", "sorted": 'sorted_apply_above = "1";\n'}
+apply_paths = pytest.mark.parametrize("path", sorted(APPLY_PATHS))
+
+
+def assert_apply_path(d, path):
+    """Every chunk of the daemon (started with debug=True) took the path."""
+    log = d.log_text()
+    took = {"batches": "; in batches;", "sorted": "; sorted;"}
+    assert took[path] in log, log[-2000:]
+    assert all(took[p] not in log for p in took if p != path), log[-2000:]

@@ -8,7 +8,7 @@ import stat
 import subprocess
 import time
 
-from conftest import NO_DAC, ROOT, query
+from conftest import APPLY_PATHS, NO_DAC, ROOT, apply_paths, assert_apply_path, query
 
 CORPUS = os.path.join(ROOT, "tests", "corpus")
 
@@ -34,10 +34,11 @@ def wait_all(d, n, timeout=120):
     raise AssertionError("not all files finished: %s" % [(f["name"], f["state"]) for f in d.status()])
 
 
-def test_corpus_outcomes(daemon):
+@apply_paths
+def test_corpus_outcomes(daemon, path):
     expected = json.load(open(os.path.join(CORPUS, "EXPECTED.json")))
     assert len(expected) >= 30
-    d = daemon(max_ratio=0.5, chunk_size="100").start()
+    d = daemon(max_ratio=0.5, chunk_size="100", extra=APPLY_PATHS[path]).start(debug=True)
     for name in sorted(expected):
         drop(d, name, src=os.path.join(CORPUS, name))
     files = wait_all(d, len(expected))
@@ -57,6 +58,7 @@ def test_corpus_outcomes(daemon):
         assert f["rows_loaded"] + f["rows_rejected"] + f["rows_superseded"] == f["data_rows"], name
     assert os.listdir(os.path.join(d.state, "processing")) == []
     assert d.proc.poll() is None                     # no crash
+    assert_apply_path(d, path)
 
 
 def test_files_that_cannot_be_committed(daemon, tmp_path):

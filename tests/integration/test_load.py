@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from conftest import generate, query
+from conftest import APPLY_PATHS, apply_paths, assert_apply_path, generate, query
 from model import Model, write_csv
 
 
@@ -33,21 +33,24 @@ def test_reference_shape_file(daemon, tmp_path):
     assert os.path.exists(os.path.join(d.state, "done", "%d-products.csv" % f["id"]))
 
 
-def test_tricky_quoting_variant(daemon, tmp_path):
+@apply_paths
+def test_tricky_quoting_variant(daemon, tmp_path, path):
     src = generate(tmp_path / "tricky.csv", 20000, 3, "--tricky")
     raw = open(src, encoding="utf-8").read()
     assert '""' in raw and '",' in raw          # the file really has the tricky cases
-    d = daemon(workers=3, chunk_size="100k").start()
+    d = daemon(workers=3, chunk_size="100k", extra=APPLY_PATHS[path]).start(debug=True)
     d.drop(src)
     m = Model("sku")
     m.ingest(src)
     check_against(d, m)
     check_accounting(d)
+    assert_apply_path(d, path)
 
 
-def test_composite_key(daemon, tmp_path):
+@apply_paths
+def test_composite_key(daemon, tmp_path, path):
     src = generate(tmp_path / "p.csv", 30000, 5)
-    d = daemon(workers=2, chunk_size="256k", key="sku,name").start()
+    d = daemon(workers=2, chunk_size="256k", key="sku,name", extra=APPLY_PATHS[path]).start(debug=True)
     d.drop(src)
     m = Model("sku,name")
     m.ingest(src)
@@ -55,6 +58,7 @@ def test_composite_key(daemon, tmp_path):
     check_against(d, m)
     [f] = d.status()
     assert f["rows_loaded"] == len(m.products)
+    assert_apply_path(d, path)
 
 
 WORKERS_CHUNKS = [(w, c) for w in (1, 2, 3, 4) for c in ("1", "700", "16k", "64M")]
@@ -94,7 +98,8 @@ def test_max_ranges_makes_big_files_use_bigger_ranges(daemon, tmp_path):
     assert f["rows_loaded"] + f["rows_superseded"] == rows
 
 
-def test_ingest_then_ingest_then_update(daemon, tmp_path):
+@apply_paths
+def test_ingest_then_ingest_then_update(daemon, tmp_path, path):
     a = generate(tmp_path / "a.csv", 5000, 21)
     # B: other column order, changes some of A's products, repeats a sku inside B
     m = Model("sku")
@@ -111,7 +116,7 @@ def test_ingest_then_ingest_then_update(daemon, tmp_path):
     u = str(tmp_path / "u.csv")
     write_csv(u, ["sku", "description"], u_rows)
 
-    d = daemon(workers=3, chunk_size="8k").start()
+    d = daemon(workers=3, chunk_size="8k", extra=APPLY_PATHS[path]).start(debug=True)
     d.drop(a)
     d.drop(b)
     d.drop(u, kind="update")
@@ -133,23 +138,27 @@ def test_ingest_then_ingest_then_update(daemon, tmp_path):
     assert [r[0] for r in rejects] == lines[-7:]
     assert all("unknown sku" in r[1] for r in rejects)
     check_accounting(d)
+    assert_apply_path(d, path)
 
 
-def test_update_changes_only_named_columns(daemon, tmp_path):
+@apply_paths
+def test_update_changes_only_named_columns(daemon, tmp_path, path):
     base = str(tmp_path / "base.csv")
     write_csv(base, ["sku", "name", "description"], [("a", "Ann", "one"), ("b", "Bob", "two")])
     upd = str(tmp_path / "upd.csv")
     write_csv(upd, ["sku", "name"], [("b", "Bobby"), ("c", "Nobody")])
-    d = daemon().start()
+    d = daemon(extra=APPLY_PATHS[path]).start(debug=True)
     d.drop(base)
     d.drop(upd, kind="update")
     assert d.products() == [("a", "Ann", "one"), ("b", "Bobby", "two")]
     assert d.aggregate() == {"Ann": 1, "Bobby": 1}
+    assert_apply_path(d, path)
 
 
-def test_reload_of_same_content_changes_nothing(daemon, tmp_path):
+@apply_paths
+def test_reload_of_same_content_changes_nothing(daemon, tmp_path, path):
     src = generate(tmp_path / "p.csv", 8000, 4)
-    d = daemon(chunk_size="100k").start()
+    d = daemon(chunk_size="100k", extra=APPLY_PATHS[path]).start(debug=True)
     d.drop(src)
     before = query(d.conninfo, "SELECT sku, file_seq, line FROM products ORDER BY sku")
     d.drop(src)
@@ -167,3 +176,4 @@ def test_reload_of_same_content_changes_nothing(daemon, tmp_path):
     m.ingest(src)
     check_against(d, m)
     check_accounting(d)
+    assert_apply_path(d, path)
