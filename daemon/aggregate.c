@@ -40,8 +40,7 @@ static const char refresh_sql[] =
  * Not when another table's foreign key references products_agg: that key
  * would have to go too, so the rows then go into the index one by one. */
 static const char first_build_sql[] =
-        "INSERT INTO public.products_agg (name, no_of_products) "
-        "SELECT name, count(*) FROM public.products GROUP BY name";
+        "INSERT INTO public.products_agg (name, no_of_products) SELECT name, n FROM pg_temp.fresh";
 static const char primary_key_sql[] =
         "SELECT format('ALTER TABLE public.products_agg DROP CONSTRAINT %I', conname), "
         "       format('ALTER TABLE public.products_agg ADD CONSTRAINT %I %s', conname, pg_get_constraintdef(oid)) "
@@ -97,7 +96,9 @@ static int first_build(PGconn *c, char **ret_error)
 
 static int recount(PGconn *c, char **ret_error)
 {
-        PGresult *res = db_query(c, ret_error, "SELECT EXISTS (SELECT 1 FROM public.products_agg)", 0, NULL);
+        int r = db_exec(c, ret_error, fresh_sql, 0, NULL);
+        PGresult *res = r == 0 ? db_query(c, ret_error, "SELECT EXISTS (SELECT 1 FROM public.products_agg)", 0, NULL)
+                               : NULL;
 
         if (!res)
                 return -EIO;
@@ -105,11 +106,9 @@ static int recount(PGconn *c, char **ret_error)
         PQclear(res);
         if (empty)
                 return first_build(c, ret_error);
-        int r = db_exec(c, ret_error, fresh_sql, 0, NULL);
         /* without statistics the planner took the comparison with products_agg
          * for a small one: minutes of nested loops at 210k names */
-        if (r == 0)
-                r = db_exec(c, ret_error, "ANALYZE pg_temp.fresh", 0, NULL);
+        r = db_exec(c, ret_error, "ANALYZE pg_temp.fresh", 0, NULL);
         if (r == 0)
                 r = db_exec(c, ret_error, refresh_sql, 0, NULL);
         return r;

@@ -413,6 +413,15 @@ static int load_rows(Job *j, Buf *rejects)
         if (r < 0)
                 return r;
         r = header_parse(map, size, j->kind, j->cfg->key, &j->header, &j->error);
+        /* every statement of this path is a walk of products' key index: the
+         * probe, and the UPDATE's nested loop over the few staged rows. Without
+         * statistics (none yet right after a bulk load, none ever for the
+         * staging table) the planner chose a sequential scan for the probe and
+         * a merge join over all of products. The disabled plans' huge costs
+         * would in turn trigger JIT compilation: 0.13 s per statement */
+        if (r == 0)
+                r = db_script(j->conn, &j->error, "SET LOCAL enable_seqscan = off; SET LOCAL enable_mergejoin = off; "
+                                                  "SET LOCAL enable_hashjoin = off; SET LOCAL jit = off");
         if (r == 0) {
                 j->rejects = rejects;
                 j->rules = (BatchRules){ .file_seq = j->file_id, .kind = j->kind, .key = j->cfg->key,
@@ -746,14 +755,6 @@ int worker_run(const Config *cfg, int64_t file_id, int chunk_no, const char *pat
                 free(j.error);
                 return WORKER_RETRY;
         }
-        /* every statement of a worker is a walk of products' key index: the
-         * probe, and the UPDATE's nested loop over the few staged rows. Without
-         * statistics (none yet right after a bulk load, none ever for the
-         * staging table) the planner chose a sequential scan for the probe and
-         * a merge join over all of products. The disabled plans' huge costs
-         * would in turn trigger JIT compilation: 0.13 s per statement */
-        PQclear(PQexec(j.conn, "SET enable_seqscan = off; SET enable_mergejoin = off; SET enable_hashjoin = off; "
-                               "SET jit = off"));
         status = load_chunk(&j);
         batch_free(&j.batch);
         buf_free(&j.scratch);
