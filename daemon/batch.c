@@ -71,9 +71,14 @@ static int line_cmp(const BatchRow *a, const BatchRow *b) { return (a->line > b-
 
 /* Escaped bytes order the keys; equal escaped text is equal text, which is
  * all the de-duplication needs. */
+/* A row to sort by reference (see batch_dedup). */
+typedef struct RowRef {
+        BatchRow *row;
+} RowRef;
+
 static int cmp_sku(const void *x, const void *y)
 {
-        const BatchRow *a = *(BatchRow *const *)x, *b = *(BatchRow *const *)y;
+        const BatchRow *a = ((const RowRef *)x)->row, *b = ((const RowRef *)y)->row;
         int c = field_cmp(&a->col[COL_SKU], &b->col[COL_SKU]);
 
         return c ? c : line_cmp(a, b);
@@ -81,7 +86,7 @@ static int cmp_sku(const void *x, const void *y)
 
 static int cmp_sku_name(const void *x, const void *y)
 {
-        const BatchRow *a = *(BatchRow *const *)x, *b = *(BatchRow *const *)y;
+        const BatchRow *a = ((const RowRef *)x)->row, *b = ((const RowRef *)y)->row;
         int c = field_cmp(&a->col[COL_SKU], &b->col[COL_SKU]);
 
         if (c == 0)
@@ -101,13 +106,13 @@ void batch_dedup(Batch *b, KeyMode key)
                 return;
         /* pointers are sorted, then the rows moved once: qsort moving the
          * rows themselves spent more time in memmove than in comparing */
-        BatchRow **order = xmalloc(b->n * sizeof *order);
+        RowRef *order = xmalloc(b->n * sizeof *order);
         BatchRow *sorted = xmalloc(b->cap * sizeof *sorted);
         for (size_t i = 0; i < b->n; i++)
-                order[i] = &b->rows[i];
+                order[i].row = &b->rows[i];
         qsort(order, b->n, sizeof *order, key == KEY_SKU ? cmp_sku : cmp_sku_name);
         for (size_t i = 0; i < b->n; i++)
-                sorted[i] = *order[i];
+                sorted[i] = *order[i].row;
         free(order);
         free(b->rows);
         b->rows = sorted;
