@@ -186,7 +186,7 @@ def generate(path, rows, seed=1, *extra):
 NO_DAC = ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search,-fowner"]
 
 
-# The two ways a worker applies a chunk (see worker.c): in batches from the
+# The two ways a worker applies a chunk (see daemon/job.h): in batches from the
 # worker, or sorted in the server once products' key index is large. Tests of
 # exact results run both; "1" byte makes every chunk take the sorted path.
 APPLY_PATHS = {"batches": "", "sorted": 'sorted_apply_above = "1";\n'}

@@ -1,0 +1,63 @@
+/* job.h - one chunk's load, shared by the worker (worker.c: the transaction,
+ * the chunk lock, the wait for the lane's previous chunk, the checkpoint) and
+ * its two ways of applying the rows: in batches from the worker
+ * (apply_batches.c) or sorted in the server (apply_sorted.c). Internal to the
+ * worker process. */
+#pragma once
+#include "batch.h"
+#include "config.h"
+#include "loader.h"
+#include "planner.h"
+#include "util.h"
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct Job {
+        const Config *cfg;
+        PGconn *conn;
+        int64_t file_id;
+        int chunk_no;
+        const char *path;
+        char ids[2][32];           /* file_id, chunk_no as text parameters */
+        FileKind kind;
+        int lane, lanes;
+        Header header;
+        PlanChunk range;
+        LoadCounts counts;
+        BatchRules rules;
+        Batch batch;
+        Buf scratch;               /* probe keys, then the rows to COPY */
+        Buf *rejects;
+        char *update_sql;          /* set once the staging table for updates exists */
+        bool sorted;               /* applied by the sorted path (see choose_path) */
+        bool waited;               /* the lane's previous chunk has committed */
+        bool agg_recount, agg_marked;
+        double agg_limit;          /* more delta rows than this: ask for a recount */
+        uint64_t agg_changes;
+        uint64_t rows, distinct, outranked, superseding, unknown;   /* summed over batches */
+        uint64_t loaded, superseded, rejected;
+        double t_stage, t_wait, t_apply, t_commit;   /* seconds per phase, for the log */
+        char *error;
+} Job;
+
+/* COPY ... FROM STDIN of rows (COPY text) in one go, or in three steps;
+ * job_copy_flush is also a LoaderFlush. 0 or -EIO with j->error. */
+int job_copy_rows(Job *j, const char *sql, Buf *rows);
+int job_copy_begin(Job *j, const char *sql);
+int job_copy_flush(Buf *rows, void *ud);
+int job_copy_end(Job *j);
+/* Maps the file and checks it is still as long as when it was planned. */
+int job_map_file(Job *j, const char **ret_map, size_t *ret_size);
+/* Blocks until the lane's previous chunk has committed: 1 = go on, 0 = give
+ * up (stop requested or the file failed), <0 = database error. */
+int job_wait_predecessor(Job *j);
+
+/* The two ways to apply the chunk inside the open transaction. Both set the
+ * row sums (rows, distinct, outranked, superseding, unknown), the phase times,
+ * and append rejects; -ECANCELED when the wait gave up, -EINVAL/-ENOENT for a
+ * bad file, other <0 for a failure to retry. */
+int apply_in_batches(Job *j, Buf *rejects);
+int apply_sorted(Job *j, Buf *rejects);
