@@ -1,5 +1,6 @@
 """Exact results: the tables equal a sequential Python model of the same files."""
 import os
+import time
 
 import pytest
 
@@ -176,4 +177,38 @@ def test_reload_of_same_content_changes_nothing(daemon, tmp_path, path):
     m.ingest(src)
     check_against(d, m)
     check_accounting(d)
+    assert_apply_path(d, path)
+
+
+@apply_paths
+def test_outside_insert_of_a_loading_key_retries_the_chunk(daemon, tmp_path, path):
+    """Another session inserts a sku of the file and commits while the chunk
+    waits on it: the chunk fails with a unique violation, is retried, and then
+    sees the outside row as an older version that the file's row replaces."""
+    import psycopg2
+    src = generate(tmp_path / "p.csv", 2000, 51)
+    m = Model()
+    m.ingest(src)
+    sku = sorted(m.products)[0][0]
+    d = daemon(workers=1, chunk_size="1M", backoff=0.2, extra=APPLY_PATHS[path]).start(debug=True)
+    outside = psycopg2.connect(d.conninfo)
+    outside.cursor().execute("INSERT INTO products (sku, name) VALUES (%s, 'Outside Writer')", (sku,))
+    d.drop(src, wait=False)
+    waiting = ("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+               "AND wait_event = 'transactionid' AND pid <> pg_backend_pid()")
+    deadline = time.time() + 60
+    while query(d.conninfo, waiting)[0][0] == 0:   # the chunk's insert waits on our uncommitted row
+        assert time.time() < deadline, d.log_text()[-3000:]
+        time.sleep(0.05)
+    outside.commit()
+    outside.close()
+    while [f["state"] for f in d.status()] != ["done"] or d.status()[0]["aggregated_at"] is None:
+        assert time.time() < deadline, d.log_text()[-3000:]
+        time.sleep(0.1)
+    files = d.status()
+    check_against(d, m)
+    check_accounting(d)
+    attempts = query(d.conninfo, "SELECT max(attempts) FROM ingest.chunks WHERE file_id = %s", (files[0]["id"],))
+    assert attempts[0][0] >= 2
+    assert "duplicate key value violates unique constraint" in d.log_text()
     assert_apply_path(d, path)
