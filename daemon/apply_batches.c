@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 /* Rows are applied in batches of about this much COPY text (~22k rows): the
  * worker holds one batch, its index and the probe's answer at a time. */
@@ -110,8 +109,7 @@ static int record_deltas(Job *j, const Existing *ex, Buf *out)
 
 static void reject_unknown(Job *j, Buf *rejects)
 {
-        const char *why = j->cfg->key == KEY_SKU_NAME ? "unknown sku,name: update files do not insert"
-                                                      : "unknown sku: update files do not insert";
+        const char *why = job_unknown_reason(j);
 
         for (size_t i = 0; i < j->batch.n; i++) {
                 const BatchRow *r = &j->batch.rows[i];
@@ -206,41 +204,27 @@ static int batch_ready(Buf *rows, void *ud)
         return r;
 }
 
-/* Parses the chunk's byte range and applies its lane's rows batch by batch. */
+/* Parses the chunk's byte range and applies its lane's rows batch by batch.
+ * Every statement of this path is a walk of products' key index: the probe,
+ * and the UPDATE's nested loop over the few staged rows. Without statistics
+ * (none yet right after a bulk load, none ever for the staging table) the
+ * planner chose a sequential scan for the probe and a merge join over all of
+ * products. The disabled plans' huge costs would in turn trigger JIT
+ * compilation: 0.13 s per statement. */
 int apply_in_batches(Job *j, Buf *rejects)
 {
-        const char *map = NULL;
-        size_t size = 0;
         Buf rows = { 0 };
-        int r = job_map_file(j, &map, &size);
+        int r = db_script(j->conn, &j->error, "SET LOCAL enable_seqscan = off; SET LOCAL enable_mergejoin = off; "
+                                              "SET LOCAL enable_hashjoin = off; SET LOCAL jit = off");
 
-        if (r < 0)
-                return r;
-        r = header_parse(map, size, j->kind, j->cfg->key, &j->header, &j->error);
-        /* every statement of this path is a walk of products' key index: the
-         * probe, and the UPDATE's nested loop over the few staged rows. Without
-         * statistics (none yet right after a bulk load, none ever for the
-         * staging table) the planner chose a sequential scan for the probe and
-         * a merge join over all of products. The disabled plans' huge costs
-         * would in turn trigger JIT compilation: 0.13 s per statement */
+        j->rejects = rejects;
+        j->rules = (BatchRules){ .file_seq = j->file_id, .kind = j->kind, .key = j->cfg->key,
+                                 .set = { true, j->header.index[COL_NAME] >= 0,
+                                          j->header.index[COL_DESCRIPTION] >= 0 } };
         if (r == 0)
-                r = db_script(j->conn, &j->error, "SET LOCAL enable_seqscan = off; SET LOCAL enable_mergejoin = off; "
-                                                  "SET LOCAL enable_hashjoin = off; SET LOCAL jit = off");
-        if (r == 0) {
-                j->rejects = rejects;
-                j->rules = (BatchRules){ .file_seq = j->file_id, .kind = j->kind, .key = j->cfg->key,
-                                         .set = { true, j->header.index[COL_NAME] >= 0,
-                                                  j->header.index[COL_DESCRIPTION] >= 0 } };
-                LoaderInput in = { map, j->range.start, j->range.end, j->range.first_line, &j->header,
-                                   j->cfg->max_field, j->file_id, j->chunk_no, (unsigned)j->lane,
-                                   (unsigned)j->lanes };
-                r = loader_run(&in, &rows, rejects, BATCH_BYTES, batch_ready, j, &j->counts);
-        }
+                r = job_load_rows(j, &rows, rejects, BATCH_BYTES, batch_ready);
         if (r == 0 && !j->waited)    /* no rows in our lane: still in order */
                 r = batch_ready(&rows, j);
-        if (r < 0 && r != -ENOENT && r != -ECANCELED && r != -EINVAL)
-                r = -EIO;
         buf_free(&rows);
-        munmap((void *)map, size);
         return r;
 }

@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #define COPY_FLUSH (256u << 10)     /* COPY data goes out in pieces of this size */
 
@@ -21,39 +20,24 @@
  * 466,761 rows). */
 static int stage_chunk(Job *j, Buf *rejects)
 {
-        const char *map = NULL;
-        size_t size = 0;
         Buf rows = { 0 };
-        int r = job_map_file(j, &map, &size);
-
-        if (r < 0)
-                return r;
-        r = header_parse(map, size, j->kind, j->cfg->key, &j->header, &j->error);
-        if (r < 0)
-                goto out;
         /* the staging table and the apply's sort and join stay in memory */
-        r = db_exec(j->conn, &j->error, "SET LOCAL temp_buffers = '256MB'", 0, NULL);
+        int r = db_exec(j->conn, &j->error, "SET LOCAL temp_buffers = '256MB'", 0, NULL);
+
         if (r == 0)
                 r = db_exec(j->conn, &j->error, "SET LOCAL work_mem = '64MB'", 0, NULL);
-        if (r < 0)
-                goto out;
         /* the key columns take the collation of products' */
-        r = db_exec(j->conn, &j->error,
-                    "CREATE TEMP TABLE stage ON COMMIT DROP AS SELECT sku, name, description, "
-                    "0::bigint AS line, 0::bigint AS byte_offset FROM public.products WITH NO DATA", 0, NULL);
-        if (r < 0 || (r = job_copy_begin(j, "COPY pg_temp.stage FROM STDIN")) < 0)
-                goto out;
-        LoaderInput in = { map, j->range.start, j->range.end, j->range.first_line, &j->header,
-                           j->cfg->max_field, j->file_id, j->chunk_no, (unsigned)j->lane,
-                           (unsigned)j->lanes };
-        r = loader_run(&in, &rows, rejects, COPY_FLUSH, job_copy_flush, j, &j->counts);
+        if (r == 0)
+                r = db_exec(j->conn, &j->error,
+                            "CREATE TEMP TABLE stage ON COMMIT DROP AS SELECT sku, name, description, "
+                            "0::bigint AS line, 0::bigint AS byte_offset FROM public.products WITH NO DATA", 0, NULL);
+        if (r == 0)
+                r = job_copy_begin(j, "COPY pg_temp.stage FROM STDIN");
+        if (r == 0)
+                r = job_load_rows(j, &rows, rejects, COPY_FLUSH, job_copy_flush);
         if (r == 0)
                 r = job_copy_end(j);
-        if (r < 0 && r != -ENOENT)
-                r = -EIO;
-out:
         buf_free(&rows);
-        munmap((void *)map, size);
         return r;
 }
 
@@ -147,17 +131,15 @@ static void apply_result(Job *j, PGresult *res, uint64_t rows)
 
 static int reject_unknown_staged(Job *j, uint64_t *ret_unknown)
 {
-        const char *p[2] = { j->ids[0], j->ids[1] };
+        const char *p[3] = { j->ids[0], j->ids[1], job_unknown_reason(j) };
         const char *sql = j->cfg->key == KEY_SKU_NAME
                 ? "INSERT INTO ingest.rejects (file_id, chunk_no, line, byte_offset, reason) "
-                  "SELECT $1, $2, line, byte_offset, 'unknown sku,name: update files do not insert' "
-                  "FROM pg_temp.stage s WHERE NOT EXISTS "
+                  "SELECT $1, $2, line, byte_offset, $3 FROM pg_temp.stage s WHERE NOT EXISTS "
                   "(SELECT 1 FROM public.products p WHERE p.sku = s.sku AND p.name = s.name)"
                 : "INSERT INTO ingest.rejects (file_id, chunk_no, line, byte_offset, reason) "
-                  "SELECT $1, $2, line, byte_offset, 'unknown sku: update files do not insert' "
-                  "FROM pg_temp.stage s WHERE NOT EXISTS "
+                  "SELECT $1, $2, line, byte_offset, $3 FROM pg_temp.stage s WHERE NOT EXISTS "
                   "(SELECT 1 FROM public.products p WHERE p.sku = s.sku)";
-        PGresult *res = db_query(j->conn, &j->error, sql, 2, p);
+        PGresult *res = db_query(j->conn, &j->error, sql, 3, p);
 
         if (!res)
                 return -EIO;

@@ -24,6 +24,8 @@ typedef struct Job {
         char ids[2][32];           /* file_id, chunk_no as text parameters */
         FileKind kind;
         int lane, lanes;
+        const char *map;           /* the file's image (see open_file), and its size */
+        size_t map_size;
         Header header;
         PlanChunk range;
         LoadCounts counts;
@@ -49,15 +51,19 @@ int job_copy_rows(Job *j, const char *sql, Buf *rows);
 int job_copy_begin(Job *j, const char *sql);
 int job_copy_flush(Buf *rows, void *ud);
 int job_copy_end(Job *j);
-/* Maps the file and checks it is still as long as when it was planned. */
-int job_map_file(Job *j, const char **ret_map, size_t *ret_size);
+/* Runs the loader over the chunk's byte range of the mapped file: the lane's
+ * valid rows go to flush in pieces of about flush_at bytes, rejects (lane 0)
+ * to rejects. 0 or flush's error. */
+int job_load_rows(Job *j, Buf *rows, Buf *rejects, size_t flush_at, LoaderFlush flush);
+/* The reject reason of a row of an update file whose key products lacks. */
+const char *job_unknown_reason(const Job *j);
 /* Blocks until the lane's previous chunk has committed: 1 = go on, 0 = give
  * up (stop requested or the file failed), <0 = database error. */
 int job_wait_predecessor(Job *j);
 
-/* The two ways to apply the chunk inside the open transaction. Both set the
- * row sums (rows, distinct, outranked, superseding, unknown), the phase times,
- * and append rejects; -ECANCELED when the wait gave up, -EINVAL/-ENOENT for a
- * bad file, other <0 for a failure to retry. */
+/* The two ways to apply the chunk inside the open transaction, once the file
+ * is mapped and its header parsed. Both set the row sums (rows, distinct,
+ * outranked, superseding, unknown), the phase times, and append rejects;
+ * -ECANCELED when the wait gave up, other <0 for a failure to retry. */
 int apply_in_batches(Job *j, Buf *rejects);
 int apply_sorted(Job *j, Buf *rejects);

@@ -113,8 +113,9 @@ int job_copy_rows(Job *j, const char *sql, Buf *rows)
         return r == 0 ? job_copy_end(j) : r;
 }
 
-/* Maps the file and checks it is still the one that was planned. */
-int job_map_file(Job *j, const char **ret_map, size_t *ret_size)
+/* Maps the file, checks it is still the one that was planned, and parses
+ * its header: both apply paths read the chunk from this image. */
+static int open_file(Job *j)
 {
         struct stat st;
         int fd = open(j->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -136,9 +137,23 @@ int job_map_file(Job *j, const char **ret_map, size_t *ret_size)
                 j->error = xasprintf("%s: mmap: %s", j->path, strerror(errno));
                 return -ENOENT;
         }
-        *ret_map = map;
-        *ret_size = (size_t)st.st_size;
-        return 0;
+        j->map = map;
+        j->map_size = (size_t)st.st_size;
+        return header_parse(map, j->map_size, j->kind, j->cfg->key, &j->header, &j->error);
+}
+
+int job_load_rows(Job *j, Buf *rows, Buf *rejects, size_t flush_at, LoaderFlush flush)
+{
+        LoaderInput in = { j->map, j->range.start, j->range.end, j->range.first_line, &j->header,
+                           j->cfg->max_field, j->file_id, j->chunk_no, (unsigned)j->lane, (unsigned)j->lanes };
+
+        return loader_run(&in, rows, rejects, flush_at, flush, j, &j->counts);
+}
+
+const char *job_unknown_reason(const Job *j)
+{
+        return j->cfg->key == KEY_SKU_NAME ? "unknown sku,name: update files do not insert"
+                                           : "unknown sku: update files do not insert";
 }
 
 /* Blocks until chunk no-lanes (the previous range of our lane) has committed. 1 = go on, 0 = give up (stop or the
@@ -237,7 +252,9 @@ static int load_chunk(Job *j)
                 return r == 0 ? WORKER_DONE : r == -ENOENT ? WORKER_BAD_FILE : WORKER_RETRY;
         }
         double t0 = now_monotonic();
-        r = choose_path(j);
+        r = open_file(j);
+        if (r == 0)
+                r = choose_path(j);
         if (r == 0)
                 r = j->sorted ? apply_sorted(j, &rejects) : apply_in_batches(j, &rejects);
         if (r == -ECANCELED) {
@@ -290,6 +307,8 @@ int worker_run(const Config *cfg, int64_t file_id, int chunk_no, const char *pat
                 return WORKER_RETRY;
         }
         status = load_chunk(&j);
+        if (j.map)
+                munmap((void *)j.map, j.map_size);
         batch_free(&j.batch);
         buf_free(&j.scratch);
         free(j.update_sql);
