@@ -26,6 +26,7 @@
  * (the chunk is retried), and the UPDATE re-checks the version. */
 static const char probe_sql[] =
         "SELECT sku, name, description, file_seq, line FROM public.products WHERE sku = ANY($1::text[])";
+static const char insert_sql[] = "COPY public.products (sku, name, description, file_seq, line) FROM STDIN";
 
 /* For ingest files name and description; for update files the header's
  * columns. The key's name is never set. */
@@ -118,10 +119,11 @@ static void reject_unknown(Job *j, Buf *rejects)
         }
 }
 
-/* The rows products has for the batch's keys; ex points into *ret_res. */
-static int probe(Job *j, Existing **ret_ex, size_t *ret_n, PGresult **ret_res)
+/* The rows products has for the batch's keys (at most max_keys of them, 0 =
+ * all); ex points into *ret_res. */
+static int probe(Job *j, size_t max_keys, Existing **ret_ex, size_t *ret_n, PGresult **ret_res)
 {
-        batch_probe_keys(&j->batch, &j->scratch);
+        batch_probe_keys(&j->batch, max_keys, &j->scratch);
         const char *p[1] = { j->scratch.data };
         PGresult *res = db_query(j->conn, &j->error, probe_sql, 1, p);
 
@@ -143,13 +145,96 @@ static int probe(Job *j, Existing **ret_ex, size_t *ret_n, PGresult **ret_res)
         return 0;
 }
 
-static int apply_batch(Job *j, Buf *rows)
+static void add_counts(Job *j, const BatchCounts *n)
+{
+        j->rows += n->rows;
+        j->distinct += n->distinct;
+        j->outranked += n->outranked;
+        j->superseding += n->superseding;
+        j->unknown += n->unknown;
+}
+
+/* The general case: ask products about every key of the batch, then send what changes. */
+static int probe_and_apply(Job *j)
 {
         Existing *ex = NULL;
         PGresult *res = NULL;
         BatchCounts n;
         size_t n_ex = 0;
         Buf *out = &j->scratch;
+        int r = probe(j, 0, &ex, &n_ex, &res);
+
+        if (r == 0) {
+                batch_classify(&j->batch, ex, n_ex, &j->rules, &n);
+                add_counts(j, &n);
+                reject_unknown(j, j->rejects);
+                out->len = 0;
+                batch_put_inserts(&j->batch, j->file_id, out);
+        }
+        if (r == 0 && n.inserts)
+                r = job_copy_rows(j, insert_sql, out);
+        if (r == 0 && n.updates)
+                r = run_update(j, out);
+        if (r == 0)
+                r = record_deltas(j, ex, out);
+        free(ex);
+        PQclear(res);
+        return r;
+}
+
+/* Keys probed before a batch is taken for new, and the most batches a chunk
+ * tries so: each is a subtransaction, and PostgreSQL caches 64 per backend
+ * before other sessions' snapshots must look them up on disk. */
+#define SAMPLE_KEYS 16
+#define MAX_NEW_ROW_BATCHES 60
+
+/* A first load: the lookahead left no key twice in the file, so unless
+ * products already has some, every row of the batch is new. A probe of a few
+ * keys spread over the batch says whether products has any of them; if not,
+ * the batch is copied as inserts without asking about the rest, under a
+ * savepoint. A key products has after all (one the sample missed, or an
+ * outside writer's) fails the COPY with a unique violation: the savepoint is
+ * rolled back, and this batch and the rest of the chunk take the full probe.
+ * -EEXIST = take the full probe. */
+static int copy_new_rows(Job *j)
+{
+        Existing *ex = NULL;
+        PGresult *res = NULL;
+        BatchCounts n;
+        size_t n_ex = 0;
+        Buf *out = &j->scratch;
+        int r = probe(j, SAMPLE_KEYS, &ex, &n_ex, &res);
+
+        free(ex);
+        PQclear(res);
+        if (r < 0 || n_ex > 0)
+                return r < 0 ? r : -EEXIST;
+        j->new_rows_left--;
+        batch_classify(&j->batch, NULL, 0, &j->rules, &n);
+        out->len = 0;
+        batch_put_inserts(&j->batch, j->file_id, out);
+        r = db_exec(j->conn, &j->error, "SAVEPOINT new_rows", 0, NULL);
+        if (r == 0)
+                r = job_copy_rows(j, insert_sql, out);
+        if (r == -EEXIST) {
+                free(j->error);
+                j->error = NULL;
+                j->new_rows_left = 0;
+                return db_exec(j->conn, &j->error, "ROLLBACK TO SAVEPOINT new_rows", 0, NULL) < 0 ? -EIO : -EEXIST;
+        }
+        if (r == 0)
+                r = db_exec(j->conn, &j->error, "RELEASE SAVEPOINT new_rows", 0, NULL);
+        if (r == 0) {
+                add_counts(j, &n);
+                j->new_batches++;
+                r = record_deltas(j, NULL, out);
+        }
+        return r;
+}
+
+static int apply_batch(Job *j, Buf *rows)
+{
+        int r = -EEXIST;
 
         batch_clear(&j->batch);
         if (batch_index(&j->batch, rows->data, rows->len) < 0) {
@@ -157,26 +242,11 @@ static int apply_batch(Job *j, Buf *rows)
                 return -EIO;
         }
         batch_dedup(&j->batch, j->cfg->key);
-        int r = probe(j, &ex, &n_ex, &res);
-        if (r == 0) {
-                batch_classify(&j->batch, ex, n_ex, &j->rules, &n);
-                j->rows += n.rows;
-                j->distinct += n.distinct;
-                j->outranked += n.outranked;
-                j->superseding += n.superseding;
-                j->unknown += n.unknown;
-                reject_unknown(j, j->rejects);
-                out->len = 0;
-                batch_put_inserts(&j->batch, j->file_id, out);
-        }
-        if (r == 0 && n.inserts)
-                r = job_copy_rows(j, "COPY public.products (sku, name, description, file_seq, line) FROM STDIN", out);
-        if (r == 0 && n.updates)
-                r = run_update(j, out);
-        if (r == 0)
-                r = record_deltas(j, ex, out);
-        free(ex);
-        PQclear(res);
+        j->batches++;
+        if (j->new_rows_left > 0)
+                r = copy_new_rows(j);
+        if (r == -EEXIST)
+                r = probe_and_apply(j);
         rows->len = 0;
         return r;
 }
@@ -197,6 +267,8 @@ static int batch_ready(Buf *rows, void *ud)
                 j->waited = true;
                 if ((r = agg_state(j)) < 0)
                         return r;
+                if (j->kind == KIND_INGEST && j->later.slot && !j->later.incomplete)
+                        j->new_rows_left = MAX_NEW_ROW_BATCHES;
         }
         double t = now_monotonic();
         r = apply_batch(j, rows);

@@ -121,12 +121,13 @@ void batch_dedup(Batch *b, KeyMode key)
                         b->rows[i].fate = FATE_DUPLICATE;
 }
 
-void batch_probe_keys(const Batch *b, Buf *out)
+void batch_probe_keys(const Batch *b, size_t max_keys, Buf *out)
 {
         const Field *last = NULL;   /* rows are sorted: equal skus are neighbours */
+        size_t step = max_keys && b->n > max_keys ? (b->n + max_keys - 1) / max_keys : 1;
 
         out->len = 0;
-        for (size_t i = 0; i < b->n; i++) {
+        for (size_t i = 0; i < b->n; i += step) {
                 const Field *sku = &b->rows[i].col[COL_SKU];
                 if (last && field_cmp(sku, last) == 0)
                         continue;

@@ -66,8 +66,9 @@ typedef struct BatchCounts {
 int batch_index(Batch *b, const char *text, size_t len);
 /* Sorts by key, then line, and marks all but the last row of a key. */
 void batch_dedup(Batch *b, KeyMode key);
-/* The distinct skus as a text[] literal, for the probe. */
-void batch_probe_keys(const Batch *b, Buf *out);
+/* The distinct skus as a text[] literal, for the probe; with max_keys > 0 at
+ * most that many, spread evenly over the batch (a sample). */
+void batch_probe_keys(const Batch *b, size_t max_keys, Buf *out);
 /* Gives each kept row its fate against the rows products has. */
 void batch_classify(Batch *b, const Existing *ex, size_t n_ex, const BatchRules *r, BatchCounts *ret);
 

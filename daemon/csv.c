@@ -214,3 +214,32 @@ size_t csv_field_unescape(const CsvField *f, char *out)
         }
         return n;
 }
+
+/* One byte of f's text at *i (a doubled quote counts once); advances *i. */
+static char field_next(const CsvField *f, size_t *i)
+{
+        char c = f->ptr[(*i)++];
+
+        if (c == '"' && f->quoted && *i < f->len && f->ptr[*i] == '"')
+                (*i)++;
+        return c;
+}
+
+bool csv_field_equal(const CsvField *a, const CsvField *b)
+{
+        size_t i = 0, j = 0;
+
+        if (!a->quoted && !b->quoted)
+                return a->len == b->len && memcmp(a->ptr, b->ptr, a->len) == 0;
+        while (i < a->len && j < b->len)
+                if (field_next(a, &i) != field_next(b, &j))
+                        return false;
+        return i == a->len && j == b->len;
+}
+
+uint64_t csv_field_hash(const CsvField *f, uint64_t h)
+{
+        for (size_t i = 0; i < f->len;)
+                h = (h ^ (unsigned char)field_next(f, &i)) * UINT64_C(1099511628211);
+        return h;
+}

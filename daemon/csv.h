@@ -54,3 +54,7 @@ uint64_t csv_reader_offset(const CsvReader *r);
 const char *csv_error_str(CsvError e);
 /* Copies f into out (at least f->len bytes), turning "" into ". Returns the length. */
 size_t csv_field_unescape(const CsvField *f, char *out);
+/* True when the two fields hold the same text (quoting aside). */
+bool csv_field_equal(const CsvField *a, const CsvField *b);
+/* Feeds the text of f (quoting aside) to a 64-bit FNV-1a hash h. */
+uint64_t csv_field_hash(const CsvField *f, uint64_t h);

@@ -31,22 +31,26 @@ typedef struct Job {
         LoadCounts counts;
         BatchRules rules;
         Batch batch;
+        Lookahead later;           /* where the chunk's keys occur last in the file (ingest files) */
         Buf scratch;               /* probe keys, then the rows to COPY */
         Buf *rejects;
         char *update_sql;          /* set once the staging table for updates exists */
         bool sorted;               /* applied by the sorted path (see choose_path) */
         bool waited;               /* the lane's previous chunk has committed */
+        int new_rows_left;         /* batches that may still try copy_new_rows (see apply_batches.c) */
+        unsigned batches, new_batches;   /* batches applied, and of those copied without a full probe */
         bool agg_recount, agg_marked;
         double agg_limit;          /* more delta rows than this: ask for a recount */
         uint64_t agg_changes;
         uint64_t rows, distinct, outranked, superseding, unknown;   /* summed over batches */
         uint64_t loaded, superseded, rejected;
-        double t_stage, t_wait, t_apply, t_commit;   /* seconds per phase, for the log */
+        double t_lookahead, t_stage, t_wait, t_apply, t_commit;   /* seconds per phase, for the log */
         char *error;
 } Job;
 
 /* COPY ... FROM STDIN of rows (COPY text) in one go, or in three steps;
- * job_copy_flush is also a LoaderFlush. 0 or -EIO with j->error. */
+ * job_copy_flush is also a LoaderFlush. 0, or -EEXIST (a unique violation)
+ * or -EIO with j->error. */
 int job_copy_rows(Job *j, const char *sql, Buf *rows);
 int job_copy_begin(Job *j, const char *sql);
 int job_copy_flush(Buf *rows, void *ud);

@@ -143,47 +143,130 @@ static void put_row(Buf *b, const CsvRecord *rec, const Header *h)
         put_number(b, rec->offset, '\n');
 }
 
+/* A pass over [from, to) of the file that yields what a chunk of in->lane
+ * counts: the lane's valid rows and, in lane 0, the bad records (why set). */
+typedef struct Pass {
+        const LoaderInput *in;
+        CsvReader *r;
+        uint64_t dropped;
+        char tmp[96];
+} Pass;
+
+static void pass_init(Pass *p, const LoaderInput *in, uint64_t from, uint64_t to, uint64_t first_line)
+{
+        *p = (Pass){ .in = in, .r = xmalloc(sizeof *p->r),
+                     .dropped = from & ~(uint64_t)(sysconf(_SC_PAGESIZE) - 1) };
+        csv_reader_init(p->r, in->map + from, to - from, from, first_line, in->max_field);
+}
+
+static bool pass_next(Pass *p, CsvRecord *rec, const char **why)
+{
+        while (csv_next(p->r, rec)) {
+                /* the mapping is file-backed; dropping what was read keeps RSS flat */
+                if (rec->offset - p->dropped >= DROP_BEHIND) {
+                        uint64_t to = rec->offset & ~(uint64_t)(sysconf(_SC_PAGESIZE) - 1);
+                        madvise((char *)p->in->map + p->dropped, to - p->dropped, MADV_DONTNEED);
+                        p->dropped = to;
+                }
+                if (rec->blank)
+                        continue;
+                *why = record_problem(rec, p->in->header, p->tmp, sizeof p->tmp);
+                if (*why) {
+                        if (p->in->lane == 0)
+                                return true;
+                        continue;
+                }
+                const CsvField *sku = &rec->fields[p->in->header->index[COL_SKU]];
+                if (loader_lane(sku->ptr, sku->len, sku->quoted, p->in->lanes) == p->in->lane)
+                        return true;
+        }
+        return false;
+}
+
+static uint64_t key_hash(const CsvRecord *rec, const LoaderInput *in)
+{
+        uint64_t h = csv_field_hash(&rec->fields[in->header->index[COL_SKU]], UINT64_C(14695981039346656037));
+
+        if (in->key == KEY_SKU_NAME) {   /* 0xff never occurs in UTF-8: it separates the fields */
+                h = (h ^ 0xff) * UINT64_C(1099511628211);
+                h = csv_field_hash(&rec->fields[in->header->index[COL_NAME]], h);
+        }
+        return h;
+}
+
+static bool same_key(const CsvRecord *a, const CsvRecord *b, const LoaderInput *in)
+{
+        int sku = in->header->index[COL_SKU], name = in->header->index[COL_NAME];
+
+        return csv_field_equal(&a->fields[sku], &b->fields[sku]) &&
+               (in->key == KEY_SKU || csv_field_equal(&a->fields[name], &b->fields[name]));
+}
+
+void loader_note_keys(const LoaderInput *in, Lookahead *la)
+{
+        Pass p;
+        CsvRecord rec;
+        const char *why;
+
+        pass_init(&p, in, in->start, in->end, in->first_line);
+        while (pass_next(&p, &rec, &why))
+                if (!why)
+                        lookahead_note(la, key_hash(&rec, in), rec.offset, true);
+        csv_reader_init(p.r, in->map + in->end, in->file_end - in->end, in->end, 1, in->max_field);
+        while (pass_next(&p, &rec, &why))
+                if (!why)
+                        lookahead_note(la, key_hash(&rec, in), rec.offset, false);
+        free(p.r);
+}
+
+/* Does a later row of the file have rec's key? The table only hints (a hash
+ * and an offset); the record found there is parsed and its key compared. */
+static bool superseded_later(const LoaderInput *in, const CsvRecord *rec, CsvReader *r)
+{
+        uint64_t last = lookahead_last(in->later, key_hash(rec, in));
+        CsvRecord other;
+
+        if (last <= rec->offset || last >= in->file_end)
+                return false;
+        csv_reader_init(r, in->map + last, in->file_end - last, last, 1, in->max_field);
+        bool same = csv_next(r, &other) && other.error == CSV_OK && other.n_fields == rec->n_fields &&
+                    same_key(rec, &other, in);
+        /* what this mapped far ahead would stay until the pass reaches it; a
+         * fault maps up to 64 KiB around the page it needs (fault-around) */
+        uint64_t from = last & ~(uint64_t)0xffff, to = (last + other.len + 0xffff) & ~(uint64_t)0xffff;
+        madvise((char *)in->map + from, (size_t)((to < in->file_end ? to : in->file_end) - from), MADV_DONTNEED);
+        return same;
+}
+
 int loader_run(const LoaderInput *in, Buf *rows, Buf *rejects, size_t flush_at,
                LoaderFlush flush, void *ud, LoadCounts *ret)
 {
-        CsvReader *r = xmalloc(sizeof *r);
         LoadCounts counts = { 0 };
-        uint64_t dropped = in->start & ~(uint64_t)(sysconf(_SC_PAGESIZE) - 1);
+        CsvReader *other = in->later ? xmalloc(sizeof *other) : NULL;
         CsvRecord rec;
-        char tmp[96];
+        const char *why;
+        Pass p;
         int err = 0;
 
-        csv_reader_init(r, in->map + in->start, in->end - in->start, in->start, in->first_line,
-                        in->max_field);
-        while (err == 0 && csv_next(r, &rec)) {
-                /* the mapping is file-backed; dropping what was read keeps RSS flat */
-                if (rec.offset - dropped >= DROP_BEHIND) {
-                        uint64_t to = rec.offset & ~(uint64_t)(sysconf(_SC_PAGESIZE) - 1);
-                        madvise((char *)in->map + dropped, to - dropped, MADV_DONTNEED);
-                        dropped = to;
-                }
-                if (rec.blank)
-                        continue;
-                const char *why = record_problem(&rec, in->header, tmp, sizeof tmp);
-                if (why && in->lane != 0)
-                        continue;
+        pass_init(&p, in, in->start, in->end, in->first_line);
+        while (err == 0 && pass_next(&p, &rec, &why)) {
                 if (why) {
                         loader_add_reject(rejects, in->file_id, in->chunk_no, rec.line, rec.offset, why,
                                           in->map + rec.offset, rec.len);
                         counts.rejected++;
-                        continue;
+                } else if (in->later && superseded_later(in, &rec, other)) {
+                        counts.superseded++;
+                } else {
+                        put_row(rows, &rec, in->header);
+                        counts.rows++;
+                        if (rows->len >= flush_at)
+                                err = flush(rows, ud);
                 }
-                const CsvField *sku = &rec.fields[in->header->index[COL_SKU]];
-                if (loader_lane(sku->ptr, sku->len, sku->quoted, in->lanes) != in->lane)
-                        continue;
-                put_row(rows, &rec, in->header);
-                counts.rows++;
-                if (rows->len >= flush_at)
-                        err = flush(rows, ud);
         }
         if (err == 0 && rows->len > 0)
                 err = flush(rows, ud);
-        free(r);
+        free(p.r);
+        free(other);
         if (err < 0)
                 return err;
         *ret = counts;

@@ -1,6 +1,7 @@
 /* loader.h - turns the records of one chunk into COPY text rows for the
  * staging table and for ingest.rejects. Pure: no database, no logging. */
 #pragma once
+#include "lookahead.h"
 #include "planner.h"
 #include "util.h"
 
@@ -11,6 +12,7 @@
 typedef struct LoadCounts {
         uint64_t rows;       /* valid rows sent to staging */
         uint64_t rejected;   /* rows sent to rejects */
+        uint64_t superseded; /* rows not sent: a later row of the file has their key */
 } LoadCounts;
 
 /* Called whenever the staging buffer holds at least `flush_at` bytes and at
@@ -26,14 +28,23 @@ typedef struct LoaderInput {
         int64_t file_id;
         int chunk_no;
         unsigned lane, lanes;   /* this chunk takes the rows whose key hashes to lane */
+        KeyMode key;
+        const Lookahead *later; /* where keys occur last (loader_note_keys), or NULL */
+        uint64_t file_end;      /* the end of the file's data, for checking a later row */
 } LoaderInput;
 
 /* Only rows of in->lane are staged; rejects belong to lane 0, so that every
- * record is counted by exactly one chunk of its byte range.
+ * record is counted by exactly one chunk of its byte range. With in->later,
+ * a row whose key occurs again further on in the file is counted superseded
+ * and not staged.
  * Staging rows are "sku\tname\tdescription\tline\toffset\n" (absent columns as \N);
  * reject rows are "file_id\tchunk\tline\toffset\treason\traw-as-bytea\n". */
 int loader_run(const LoaderInput *in, Buf *rows, Buf *rejects, size_t flush_at,
                LoaderFlush flush, void *ud, LoadCounts *ret);
+
+/* Fills la for the chunk: the keys of its lane's valid rows in [start, end)
+ * and, for those keys, the offsets where they occur again in [end, file_end). */
+void loader_note_keys(const LoaderInput *in, Lookahead *la);
 
 /* The lane (0..lanes-1) of a sku field: a hash of its value (doubled quotes
  * of a quoted field count once), so equal skus always share a lane. */

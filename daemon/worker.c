@@ -84,7 +84,8 @@ int job_copy_end(Job *j)
                 return -EIO;
         }
         PGresult *res = PQgetResult(j->conn);
-        int r = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : -EIO;
+        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        int r = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : state && strcmp(state, "23505") == 0 ? -EEXIST : -EIO;
         if (r < 0)
                 j->error = db_error(j->conn, res);
         PQclear(res);
@@ -142,11 +143,27 @@ static int open_file(Job *j)
         return header_parse(map, j->map_size, j->kind, j->cfg->key, &j->header, &j->error);
 }
 
+/* Memory for the keys of the lookahead: 16 MiB hold ~1.5M keys, a 10M-row
+ * file's chunk at the default max_ranges. */
+#define LOOKAHEAD_BYTES (16u << 20)
+
+/* An ingest file's row that a later row of the same key supersedes is not
+ * sent at all (see lookahead.h): the chunk first notes where its keys occur
+ * last, reading from its start to the end of the file. Update files keep
+ * every row: one with an unknown key is a reject each time it occurs. */
 int job_load_rows(Job *j, Buf *rows, Buf *rejects, size_t flush_at, LoaderFlush flush)
 {
         LoaderInput in = { j->map, j->range.start, j->range.end, j->range.first_line, &j->header,
-                           j->cfg->max_field, j->file_id, j->chunk_no, (unsigned)j->lane, (unsigned)j->lanes };
+                           j->cfg->max_field, j->file_id, j->chunk_no, (unsigned)j->lane, (unsigned)j->lanes,
+                           j->cfg->key, NULL, j->map_size };
 
+        if (j->kind == KIND_INGEST) {
+                double t = now_monotonic();
+                lookahead_init(&j->later, (j->range.end - j->range.start) / (uint64_t)j->lanes / 32, LOOKAHEAD_BYTES);
+                loader_note_keys(&in, &j->later);
+                in.later = &j->later;
+                j->t_lookahead = now_monotonic() - t;
+        }
         return loader_run(&in, rows, rejects, flush_at, flush, j, &j->counts);
 }
 
@@ -263,7 +280,7 @@ static int load_chunk(Job *j)
                 return WORKER_NOT_RUN;
         }
         j->loaded = j->distinct - j->outranked - j->superseding;
-        j->superseded = j->rows - j->distinct + j->outranked + j->superseding;
+        j->superseded = j->rows - j->distinct + j->outranked + j->superseding + j->counts.superseded;
         j->rejected = j->counts.rejected + j->unknown;
         if (r == 0)
                 r = store_rejects(j, &rejects);
@@ -272,7 +289,7 @@ static int load_chunk(Job *j)
         double t1 = now_monotonic();
         if (r == 0)
                 r = db_exec(j->conn, &j->error, "COMMIT", 0, NULL);
-        j->t_stage = t1 - t0 - j->t_wait - j->t_apply;
+        j->t_stage = t1 - t0 - j->t_lookahead - j->t_wait - j->t_apply;
         j->t_commit = now_monotonic() - t1;
         buf_free(&rejects);
         if (r == 0)
@@ -310,6 +327,7 @@ int worker_run(const Config *cfg, int64_t file_id, int chunk_no, const char *pat
         if (j.map)
                 munmap((void *)j.map, j.map_size);
         batch_free(&j.batch);
+        lookahead_free(&j.later);
         buf_free(&j.scratch);
         free(j.update_sql);
         if (status == WORKER_DONE) {
@@ -317,10 +335,17 @@ int worker_run(const Config *cfg, int64_t file_id, int chunk_no, const char *pat
                 getrusage(RUSAGE_SELF, &ru);
                 /* the supervisor logs the outcome: journald cannot always tell the
                  * unit of a process that exits right after logging */
+                char how[64];
+                if (j.sorted)
+                        snprintf(how, sizeof how, "sorted");
+                else
+                        snprintf(how, sizeof how, "in batches, %u of %u new without a full probe", j.new_batches,
+                                 j.batches);
                 log_ctx(LOG_DEBUG, (LogCtx){ registry_dropped_name(path), file_id, chunk_no, (long long)j.loaded, "done" },
                         "chunk %d: %" PRIu64 " loaded, %" PRIu64 " rejected, %" PRIu64 " superseded; %s; "
-                        "stage %.3f s, wait %.3f s, apply %.3f s, commit %.3f s; peak RSS %ld kB",
-                        chunk_no, j.loaded, j.rejected, j.superseded, j.sorted ? "sorted" : "in batches", j.t_stage, j.t_wait, j.t_apply,
+                        "lookahead %.3f s, stage %.3f s, wait %.3f s, apply %.3f s, commit %.3f s; peak RSS %ld kB",
+                        chunk_no, j.loaded, j.rejected, j.superseded, how, j.t_lookahead,
+                        j.t_stage, j.t_wait, j.t_apply,
                         j.t_commit, ru.ru_maxrss);
         }
         else if (j.error) {

@@ -180,17 +180,10 @@ def test_reload_of_same_content_changes_nothing(daemon, tmp_path, path):
     assert_apply_path(d, path)
 
 
-@apply_paths
-def test_outside_insert_of_a_loading_key_retries_the_chunk(daemon, tmp_path, path):
-    """Another session inserts a sku of the file and commits while the chunk
-    waits on it: the chunk fails with a unique violation, is retried, and then
-    sees the outside row as an older version that the file's row replaces."""
+def outside_insert_while_loading(d, src, sku):
+    """Drops src while another session inserts sku, and commits that insert
+    once a chunk waits on it. Returns the file's chunks' highest attempt."""
     import psycopg2
-    src = generate(tmp_path / "p.csv", 2000, 51)
-    m = Model()
-    m.ingest(src)
-    sku = sorted(m.products)[0][0]
-    d = daemon(workers=1, chunk_size="1M", backoff=0.2, extra=APPLY_PATHS[path]).start(debug=True)
     outside = psycopg2.connect(d.conninfo)
     outside.cursor().execute("INSERT INTO products (sku, name) VALUES (%s, 'Outside Writer')", (sku,))
     d.drop(src, wait=False)
@@ -202,13 +195,49 @@ def test_outside_insert_of_a_loading_key_retries_the_chunk(daemon, tmp_path, pat
         time.sleep(0.05)
     outside.commit()
     outside.close()
-    while [f["state"] for f in d.status()] != ["done"] or d.status()[0]["aggregated_at"] is None:
+    while [f["state"] for f in d.status()][-1:] != ["done"] or d.status()[-1]["aggregated_at"] is None:
         assert time.time() < deadline, d.log_text()[-3000:]
         time.sleep(0.1)
-    files = d.status()
+    file_id = d.status()[-1]["id"]
+    return query(d.conninfo, "SELECT max(attempts) FROM ingest.chunks WHERE file_id = %s", (file_id,))[0][0]
+
+
+@apply_paths
+def test_outside_insert_of_a_loading_key_retries_the_chunk(daemon, tmp_path, path):
+    """Products already holds most keys of the file, so every key is probed.
+    Another session inserts a new sku of the file and commits while the chunk
+    waits on it: the chunk fails with a unique violation, is retried, and then
+    sees the outside row as an older version that the file's row replaces."""
+    src = generate(tmp_path / "p.csv", 2000, 51)
+    m = Model()
+    m.ingest(src)
+    sku = sorted(m.products)[0][0]
+    d = daemon(workers=1, chunk_size="1M", backoff=0.2, extra=APPLY_PATHS[path]).start(debug=True)
+    # older versions (file 0) of the other keys: the file's rows replace them
+    query(d.conninfo, "INSERT INTO products (sku, name, file_seq, line) SELECT unnest(%s::text[]), 'Old', 0, 0",
+          ([k[0] for k in m.products if k[0] != sku],))
+    attempts = outside_insert_while_loading(d, src, sku)
     check_against(d, m)
     check_accounting(d)
-    attempts = query(d.conninfo, "SELECT max(attempts) FROM ingest.chunks WHERE file_id = %s", (files[0]["id"],))
-    assert attempts[0][0] >= 2
+    assert attempts >= 2
     assert "duplicate key value violates unique constraint" in d.log_text()
     assert_apply_path(d, path)
+    assert " 0 of 1 new without a full probe" in d.log_text() or path == "sorted"
+
+
+def test_outside_insert_into_a_first_load_is_probed_again(daemon, tmp_path):
+    """A first load copies each batch without probing every key (a sample of
+    keys is not in products). When an outside session inserts a key of the
+    batch meanwhile, the COPY fails with a unique violation; the batch rolls
+    back to its savepoint and takes the full probe, in the same attempt, and
+    the outside row is an older version that the file's row replaces."""
+    src = generate(tmp_path / "p.csv", 2000, 52)
+    m = Model()
+    m.ingest(src)
+    sku = sorted(m.products)[-1][0]
+    d = daemon(workers=1, chunk_size="1M", backoff=0.2).start(debug=True)
+    attempts = outside_insert_while_loading(d, src, sku)
+    check_against(d, m)
+    check_accounting(d)
+    assert attempts == 1
+    assert " 0 of 1 new without a full probe" in d.log_text(), d.log_text()[-2000:]

@@ -71,7 +71,7 @@ static void test_dedup_keeps_the_last_row_of_a_key(void **state)
                 dups += b.rows[i].fate == FATE_DUPLICATE;
         assert_int_equal(dups, 3);
         Buf keys = { 0 };
-        batch_probe_keys(&b, &keys);
+        batch_probe_keys(&b, 0, &keys);
         assert_string_equal(keys.data, "{\"a\",\"b\",\"c\"}");
         /* with the name in the key, b/B2 and b/B3 are different products */
         batch_free(&b);
@@ -80,7 +80,7 @@ static void test_dedup_keeps_the_last_row_of_a_key(void **state)
         assert_int_equal(b.rows[0].fate, FATE_DUPLICATE);
         assert_int_equal(b.rows[1].line, 3);
         assert_int_equal(b.rows[2].line, 4);
-        batch_probe_keys(&b, &keys);
+        batch_probe_keys(&b, 0, &keys);
         assert_string_equal(keys.data, "{\"b\"}");
         buf_free(&keys);
         batch_free(&b);
@@ -95,10 +95,10 @@ static void test_probe_keys_are_an_array_literal_of_the_plain_text(void **state)
 
         assert_int_equal(batch_index(&b, text, sizeof text - 1), 0);
         batch_dedup(&b, KEY_SKU);
-        batch_probe_keys(&b, &keys);
+        batch_probe_keys(&b, 0, &keys);
         assert_string_equal(keys.data, "{\"b\\\\s\",\"q\\\"x\",\"t\tn\n\"}");
         batch_clear(&b);
-        batch_probe_keys(&b, &keys);
+        batch_probe_keys(&b, 0, &keys);
         assert_string_equal(keys.data, "{}");
         buf_free(&keys);
         batch_free(&b);
