@@ -188,14 +188,12 @@ static int probe_and_apply(Job *j)
 #define SAMPLE_KEYS 16
 #define MAX_NEW_ROW_BATCHES 60
 
-/* A first load: the lookahead left no key twice in the file, so unless
- * products already has some, every row of the batch is new. A probe of a few
- * keys spread over the batch says whether products has any of them; if not,
- * the batch is copied as inserts without asking about the rest, under a
- * savepoint. A key products has after all (one the sample missed, or an
- * outside writer's) fails the COPY with a unique violation: the savepoint is
- * rolled back, and this batch and the rest of the chunk take the full probe.
- * -EEXIST = take the full probe. */
+/* A first load (see job_may_copy_new_rows): a probe of a few keys spread
+ * over the batch says whether products has any of them; if not, the batch is
+ * copied as inserts without asking about the rest. A key products has after
+ * all (one the sample missed, or an outside writer's) fails the COPY: this
+ * batch and the rest of the chunk then take the full probe. -EEXIST = take
+ * the full probe. */
 static int copy_new_rows(Job *j)
 {
         Existing *ex = NULL;
@@ -213,17 +211,11 @@ static int copy_new_rows(Job *j)
         batch_classify(&j->batch, NULL, 0, &j->rules, &n);
         out->len = 0;
         batch_put_inserts(&j->batch, j->file_id, out);
-        r = db_exec(j->conn, &j->error, "SAVEPOINT new_rows", 0, NULL);
+        r = job_new_rows_begin(j);
         if (r == 0)
-                r = job_copy_rows(j, insert_sql, out);
-        if (r == -EEXIST) {
-                free(j->error);
-                j->error = NULL;
+                r = job_new_rows_end(j, job_copy_rows(j, insert_sql, out));
+        if (r == -EEXIST)
                 j->new_rows_left = 0;
-                return db_exec(j->conn, &j->error, "ROLLBACK TO SAVEPOINT new_rows", 0, NULL) < 0 ? -EIO : -EEXIST;
-        }
-        if (r == 0)
-                r = db_exec(j->conn, &j->error, "RELEASE SAVEPOINT new_rows", 0, NULL);
         if (r == 0) {
                 add_counts(j, &n);
                 j->new_batches++;
@@ -267,7 +259,7 @@ static int batch_ready(Buf *rows, void *ud)
                 j->waited = true;
                 if ((r = agg_state(j)) < 0)
                         return r;
-                if (j->kind == KIND_INGEST && j->later.slot && !j->later.incomplete)
+                if (job_may_copy_new_rows(j))
                         j->new_rows_left = MAX_NEW_ROW_BATCHES;
         }
         double t = now_monotonic();

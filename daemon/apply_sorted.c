@@ -90,6 +90,57 @@ static const char *const apply_ingest_sku_name =
         APPLY_INGEST("sku, name", "p.sku = s.sku AND p.name = s.name", "description = s.description, ",
                      "p.description IS DISTINCT FROM s.description");
 
+static void apply_result(Job *j, PGresult *res, uint64_t rows)
+{
+        j->rows = rows;
+        j->distinct = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+        j->outranked = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
+        j->superseding = strtoull(PQgetvalue(res, 0, 2), NULL, 10);
+}
+
+/* A first load (see job_may_copy_new_rows): when none of the first staged
+ * keys is in products, the chunk is inserted in key order without the LEFT
+ * JOIN that looks up each key (a quarter of the statement's time at 10M rows),
+ * under a savepoint; a key there after all rolls it back to the statement
+ * above. */
+#define INSERT_NEW(KEY) \
+        "WITH i AS (INSERT INTO public.products (sku, name, description, file_seq, line) " \
+        "           SELECT DISTINCT ON (" KEY ") sku, name, description, $1::bigint, line FROM pg_temp.stage " \
+        "           ORDER BY " KEY ", line DESC RETURNING name), " \
+        " u AS (SELECT NULL::text AS old_name, NULL::text AS new_name WHERE false), " \
+        AGG_DELTA \
+        "SELECT count(*), 0, 0 FROM i"
+
+static const char *const insert_new_sku = INSERT_NEW("sku");
+static const char *const insert_new_sku_name = INSERT_NEW("sku, name");
+
+#define SAMPLE_KEYS "64"
+
+/* -EEXIST when products has some of the keys or the insert met one. */
+static int insert_new_rows(Job *j)
+{
+        const char *p[1] = { j->ids[0] };
+        PGresult *res = db_query(j->conn, &j->error,
+                "SELECT EXISTS (SELECT 1 FROM public.products WHERE sku IN "
+                "(SELECT sku FROM pg_temp.stage LIMIT " SAMPLE_KEYS "))", 0, NULL);
+
+        if (!res)
+                return -EIO;
+        bool some = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+        PQclear(res);
+        if (some)
+                return -EEXIST;
+        int r = job_new_rows_begin(j);
+        if (r < 0)
+                return r;
+        res = db_query(j->conn, &j->error, j->cfg->key == KEY_SKU_NAME ? insert_new_sku_name : insert_new_sku, 1, p);
+        r = job_new_rows_end(j, res ? 0 : -EIO);
+        if (r == 0)
+                apply_result(j, res, j->counts.rows);
+        PQclear(res);
+        return r;
+}
+
 /* For update files: the SET list and the change test follow the header. */
 static char *apply_update_sql(const Job *j, const Header *h)
 {
@@ -121,14 +172,6 @@ static char *apply_update_sql(const Job *j, const Header *h)
                 key, key, match, set, match, old, new);
 }
 
-static void apply_result(Job *j, PGresult *res, uint64_t rows)
-{
-        j->rows = rows;
-        j->distinct = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
-        j->outranked = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
-        j->superseding = strtoull(PQgetvalue(res, 0, 2), NULL, 10);
-}
-
 static int reject_unknown_staged(Job *j, uint64_t *ret_unknown)
 {
         const char *p[3] = { j->ids[0], j->ids[1], job_unknown_reason(j) };
@@ -155,6 +198,10 @@ static int apply_staged(Job *j)
         char *sql = NULL;
         int r;
 
+        if (job_may_copy_new_rows(j) && (r = insert_new_rows(j)) != -EEXIST) {
+                j->new_rows = r == 0;
+                return r;
+        }
         if (j->kind == KIND_UPDATE) {
                 if ((r = reject_unknown_staged(j, &unknown)) < 0)
                         return r;

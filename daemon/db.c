@@ -43,6 +43,14 @@ char *db_error(PGconn *c, const PGresult *res)
         return s;
 }
 
+bool db_unique_violation(const char *error)
+{
+        static const char suffix[] = " (SQLSTATE 23505)";
+        size_t n = error ? strlen(error) : 0;
+
+        return n >= sizeof suffix - 1 && strcmp(error + n - (sizeof suffix - 1), suffix) == 0;
+}
+
 PGresult *db_query(PGconn *c, char **ret_error, const char *sql, int n, const char *const *params)
 {
         PGresult *res = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);

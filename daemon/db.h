@@ -18,5 +18,7 @@ int db_script(PGconn *c, char **ret_error, const char *sql);
 int db_end(PGconn *c, int r, char **ret_error);
 /* "message (SQLSTATE xxxxx)" for a failed result. */
 char *db_error(PGconn *c, const PGresult *res);
+/* True when an error of db_error is a unique violation (SQLSTATE 23505). */
+bool db_unique_violation(const char *error);
 /* True when the error is a lost connection rather than a statement error. */
 bool db_connection_lost(PGconn *c);

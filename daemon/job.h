@@ -36,6 +36,7 @@ typedef struct Job {
         Buf *rejects;
         char *update_sql;          /* set once the staging table for updates exists */
         bool sorted;               /* applied by the sorted path (see choose_path) */
+        bool new_rows;             /* ... as new rows, without looking keys up */
         bool waited;               /* the lane's previous chunk has committed */
         int new_rows_left;         /* batches that may still try copy_new_rows (see apply_batches.c) */
         unsigned batches, new_batches;   /* batches applied, and of those copied without a full probe */
@@ -59,6 +60,16 @@ int job_copy_end(Job *j);
  * valid rows go to flush in pieces of about flush_at bytes, rejects (lane 0)
  * to rejects. 0 or flush's error. */
 int job_load_rows(Job *j, Buf *rows, Buf *rejects, size_t flush_at, LoaderFlush flush);
+/* A first load can copy rows as new without asking products about every
+ * key: the file is an ingest file and the lookahead knows every key of the
+ * chunk, so no key repeats within the file; whether products has any of them
+ * already, each path checks on a sample. The copy runs under a savepoint:
+ * job_new_rows_end releases it when r == 0, and on a unique violation (a key
+ * there after all) rolls it back and returns -EEXIST with j->error cleared,
+ * so the caller applies the rows the general way. */
+bool job_may_copy_new_rows(const Job *j);
+int job_new_rows_begin(Job *j);
+int job_new_rows_end(Job *j, int r);
 /* The reject reason of a row of an update file whose key products lacks. */
 const char *job_unknown_reason(const Job *j);
 /* Blocks until the lane's previous chunk has committed: 1 = go on, 0 = give

@@ -84,10 +84,11 @@ int job_copy_end(Job *j)
                 return -EIO;
         }
         PGresult *res = PQgetResult(j->conn);
-        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-        int r = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : state && strcmp(state, "23505") == 0 ? -EEXIST : -EIO;
-        if (r < 0)
+        int r = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : -EIO;
+        if (r < 0) {
                 j->error = db_error(j->conn, res);
+                r = db_unique_violation(j->error) ? -EEXIST : r;
+        }
         PQclear(res);
         while ((res = PQgetResult(j->conn)))
                 PQclear(res);
@@ -165,6 +166,27 @@ int job_load_rows(Job *j, Buf *rows, Buf *rejects, size_t flush_at, LoaderFlush 
                 j->t_lookahead = now_monotonic() - t;
         }
         return loader_run(&in, rows, rejects, flush_at, flush, j, &j->counts);
+}
+
+bool job_may_copy_new_rows(const Job *j)
+{
+        return j->kind == KIND_INGEST && j->later.slot && !j->later.incomplete;
+}
+
+int job_new_rows_begin(Job *j)
+{
+        return db_exec(j->conn, &j->error, "SAVEPOINT new_rows", 0, NULL);
+}
+
+int job_new_rows_end(Job *j, int r)
+{
+        if (r == 0)
+                return db_exec(j->conn, &j->error, "RELEASE SAVEPOINT new_rows", 0, NULL);
+        if (r != -EEXIST && !db_unique_violation(j->error))
+                return r;
+        free(j->error);
+        j->error = NULL;
+        return db_exec(j->conn, &j->error, "ROLLBACK TO SAVEPOINT new_rows", 0, NULL) < 0 ? -EIO : -EEXIST;
 }
 
 const char *job_unknown_reason(const Job *j)
@@ -337,7 +359,7 @@ int worker_run(const Config *cfg, int64_t file_id, int chunk_no, const char *pat
                  * unit of a process that exits right after logging */
                 char how[64];
                 if (j.sorted)
-                        snprintf(how, sizeof how, "sorted");
+                        snprintf(how, sizeof how, "sorted%s", j.new_rows ? ", as new rows" : "");
                 else
                         snprintf(how, sizeof how, "in batches, %u of %u new without a full probe", j.new_batches,
                                  j.batches);

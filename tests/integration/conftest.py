@@ -196,6 +196,6 @@ apply_paths = pytest.mark.parametrize("path", sorted(APPLY_PATHS))
 def assert_apply_path(d, path):
     """Every chunk of the daemon (started with debug=True) took the path."""
     log = d.log_text()
-    took = {"batches": "; in batches, ", "sorted": "; sorted;"}
+    took = {"batches": "; in batches, ", "sorted": "; sorted"}
     assert took[path] in log, log[-2000:]
     assert all(took[p] not in log for p in took if p != path), log[-2000:]

@@ -225,19 +225,46 @@ def test_outside_insert_of_a_loading_key_retries_the_chunk(daemon, tmp_path, pat
     assert " 0 of 1 new without a full probe" in d.log_text() or path == "sorted"
 
 
-def test_outside_insert_into_a_first_load_is_probed_again(daemon, tmp_path):
-    """A first load copies each batch without probing every key (a sample of
-    keys is not in products). When an outside session inserts a key of the
-    batch meanwhile, the COPY fails with a unique violation; the batch rolls
-    back to its savepoint and takes the full probe, in the same attempt, and
-    the outside row is an older version that the file's row replaces."""
+@apply_paths
+def test_outside_insert_into_a_first_load_is_looked_up_again(daemon, tmp_path, path):
+    """A first load copies rows as new without looking up every key (a sample
+    of keys is not in products). When an outside session inserts a key of the
+    chunk meanwhile, that insert fails with a unique violation; it rolls back
+    to its savepoint and the rows are looked up in full, in the same attempt,
+    and the outside row is an older version that the file's row replaces."""
     src = generate(tmp_path / "p.csv", 2000, 52)
     m = Model()
     m.ingest(src)
     sku = sorted(m.products)[-1][0]
-    d = daemon(workers=1, chunk_size="1M", backoff=0.2).start(debug=True)
+    d = daemon(workers=1, chunk_size="1M", backoff=0.2, extra=APPLY_PATHS[path]).start(debug=True)
     attempts = outside_insert_while_loading(d, src, sku)
     check_against(d, m)
     check_accounting(d)
     assert attempts == 1
-    assert " 0 of 1 new without a full probe" in d.log_text(), d.log_text()[-2000:]
+    log = d.log_text()
+    assert_apply_path(d, path)
+    assert (" 0 of 1 new without a full probe" in log) if path == "batches" else ("; sorted;" in log), log[-2000:]
+
+
+@apply_paths
+def test_first_load_copies_new_rows_and_equals_the_model(daemon, tmp_path, path):
+    """On a first load every chunk takes the new-rows way (the lookahead drops
+    the rows a later one supersedes, across byte ranges), and the tables and
+    the counts equal a sequential load."""
+    src = generate(tmp_path / "p.csv", 6000, 53)
+    d = daemon(workers=2, chunk_size="200k", extra=APPLY_PATHS[path]).start(debug=True)
+    d.drop(src)
+    m = Model()
+    m.ingest(src)
+    check_against(d, m)
+    check_accounting(d)
+    assert_apply_path(d, path)
+    log = d.log_text()
+    chunks = d.status()[0]["chunks"]
+    assert chunks >= 6
+    if path == "batches":
+        import re
+        took = re.findall(r"in batches, (\d+) of (\d+) new without a full probe", log)
+        assert len(took) == chunks and all(a == b and int(a) > 0 for a, b in took), log[-2000:]
+    else:
+        assert log.count("; sorted, as new rows;") == chunks, log[-2000:]
