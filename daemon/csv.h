@@ -40,7 +40,6 @@ typedef struct CsvReader {
         uint64_t base_offset;
         uint64_t line;
         size_t max_field;
-        bool skip_utf8;    /* do not check UTF-8 (set after init; for passes that only look) */
         CsvField fields[CSV_MAX_FIELDS];
 } CsvReader;
 

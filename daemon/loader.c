@@ -143,20 +143,6 @@ static void put_row(Buf *b, const CsvRecord *rec, const Header *h)
         put_number(b, rec->offset, '\n');
 }
 
-/* Maps the next window of the file in one call: faulting it in page by page
- * took a fifth of a pass over a cached file. */
-static void populate(const LoaderInput *in, uint64_t from)
-{
-#ifdef MADV_POPULATE_READ
-        uint64_t to = from + DROP_BEHIND < in->file_end ? from + DROP_BEHIND : in->file_end;
-        if (to > from)
-                madvise((char *)in->map + from, (size_t)(to - from), MADV_POPULATE_READ);
-#else
-        (void)in;
-        (void)from;
-#endif
-}
-
 /* A pass over [from, to) of the file that yields what a chunk of in->lane
  * counts: the lane's valid rows and, in lane 0, the bad records (why set). */
 typedef struct Pass {
@@ -171,7 +157,6 @@ static void pass_init(Pass *p, const LoaderInput *in, uint64_t from, uint64_t to
         *p = (Pass){ .in = in, .r = xmalloc(sizeof *p->r),
                      .dropped = from & ~(uint64_t)(sysconf(_SC_PAGESIZE) - 1) };
         csv_reader_init(p->r, in->map + from, to - from, from, first_line, in->max_field);
-        populate(in, p->dropped);
 }
 
 static bool pass_next(Pass *p, CsvRecord *rec, const char **why)
@@ -182,7 +167,6 @@ static bool pass_next(Pass *p, CsvRecord *rec, const char **why)
                         uint64_t to = rec->offset & ~(uint64_t)(sysconf(_SC_PAGESIZE) - 1);
                         madvise((char *)p->in->map + p->dropped, to - p->dropped, MADV_DONTNEED);
                         p->dropped = to;
-                        populate(p->in, to);
                 }
                 if (rec->blank)
                         continue;
@@ -224,14 +208,11 @@ void loader_note_keys(const LoaderInput *in, Lookahead *la)
         CsvRecord rec;
         const char *why;
 
-        /* a hint needs no UTF-8 check: superseded_later checks the record it names */
         pass_init(&p, in, in->start, in->end, in->first_line);
-        p.r->skip_utf8 = true;
         while (pass_next(&p, &rec, &why))
                 if (!why)
                         lookahead_note(la, key_hash(&rec, in), rec.offset, true);
         csv_reader_init(p.r, in->map + in->end, in->file_end - in->end, in->end, 1, in->max_field);
-        p.r->skip_utf8 = true;
         while (pass_next(&p, &rec, &why))
                 if (!why)
                         lookahead_note(la, key_hash(&rec, in), rec.offset, false);
