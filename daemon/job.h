@@ -24,6 +24,7 @@ typedef struct Job {
         char ids[2][32];           /* file_id, chunk_no as text parameters */
         FileKind kind;
         int lane, lanes;
+        uint64_t rows_estimate;    /* the chunk's rows, from the file's rows and the range's share of its bytes */
         const char *map;           /* the file's image (see open_file), and its size */
         size_t map_size;
         Header header;

@@ -42,7 +42,9 @@ static int lock_chunk(Job *j)
 {
         const char *p[2] = { j->ids[0], j->ids[1] };
         PGresult *res = db_query(j->conn, &j->error,
-                "SELECT c.state, c.start_offset, c.end_offset, c.first_line, f.kind, c.lane, f.lanes "
+                "SELECT c.state, c.start_offset, c.end_offset, c.first_line, f.kind, c.lane, f.lanes, "
+                "       CASE WHEN f.size > 0 THEN f.data_rows * (c.end_offset - c.start_offset) / f.size / f.lanes "
+                "            ELSE f.data_rows END "
                 "FROM ingest.chunks c JOIN ingest.files f ON f.id = c.file_id "
                 "WHERE c.file_id = $1 AND c.no = $2 FOR UPDATE OF c", 2, p);
         int r;
@@ -61,6 +63,7 @@ static int lock_chunk(Job *j)
         j->kind = strcmp(PQgetvalue(res, 0, 4), "update") == 0 ? KIND_UPDATE : KIND_INGEST;
         j->lane = atoi(PQgetvalue(res, 0, 5));
         j->lanes = atoi(PQgetvalue(res, 0, 6));
+        j->rows_estimate = strtoull(PQgetvalue(res, 0, 7), NULL, 10);
         PQclear(res);
         return r;
 }
@@ -160,7 +163,9 @@ int job_load_rows(Job *j, Buf *rows, Buf *rejects, size_t flush_at, LoaderFlush 
 
         if (j->kind == KIND_INGEST) {
                 double t = now_monotonic();
-                lookahead_init(&j->later, (j->range.end - j->range.start) / (uint64_t)j->lanes / 32, LOOKAHEAD_BYTES);
+                /* a table no larger than needed stays in the CPU's caches; a
+                 * file whose rows are unevenly long still has room to spare */
+                lookahead_init(&j->later, j->rows_estimate + j->rows_estimate / 2 + 1024, LOOKAHEAD_BYTES);
                 loader_note_keys(&in, &j->later);
                 in.later = &j->later;
                 j->t_lookahead = now_monotonic() - t;
