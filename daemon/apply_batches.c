@@ -119,11 +119,10 @@ static void reject_unknown(Job *j, Buf *rejects)
         }
 }
 
-/* The rows products has for the batch's keys (at most max_keys of them, 0 =
- * all); ex points into *ret_res. */
-static int probe(Job *j, size_t max_keys, Existing **ret_ex, size_t *ret_n, PGresult **ret_res)
+/* The rows products has for the batch's keys; ex points into *ret_res. */
+static int probe(Job *j, Existing **ret_ex, size_t *ret_n, PGresult **ret_res)
 {
-        batch_probe_keys(&j->batch, max_keys, &j->scratch);
+        batch_probe_keys(&j->batch, 0, &j->scratch);
         const char *p[1] = { j->scratch.data };
         PGresult *res = db_query(j->conn, &j->error, probe_sql, 1, p);
 
@@ -162,7 +161,7 @@ static int probe_and_apply(Job *j)
         BatchCounts n;
         size_t n_ex = 0;
         Buf *out = &j->scratch;
-        int r = probe(j, 0, &ex, &n_ex, &res);
+        int r = probe(j, &ex, &n_ex, &res);
 
         if (r == 0) {
                 batch_classify(&j->batch, ex, n_ex, &j->rules, &n);
@@ -188,6 +187,21 @@ static int probe_and_apply(Job *j)
 #define SAMPLE_KEYS 16
 #define MAX_NEW_ROW_BATCHES 60
 
+/* 1 when products has any of a few keys spread over the batch, 0 when none. */
+static int sample_found(Job *j)
+{
+        batch_probe_keys(&j->batch, SAMPLE_KEYS, &j->scratch);
+        const char *p[1] = { j->scratch.data };
+        PGresult *res = db_query(j->conn, &j->error,
+                                 "SELECT EXISTS (SELECT 1 FROM public.products WHERE sku = ANY($1::text[]))", 1, p);
+
+        if (!res)
+                return -EIO;
+        int found = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+        PQclear(res);
+        return found;
+}
+
 /* A first load (see job_may_copy_new_rows): a probe of a few keys spread
  * over the batch says whether products has any of them; if not, the batch is
  * copied as inserts without asking about the rest. A key products has after
@@ -196,23 +210,17 @@ static int probe_and_apply(Job *j)
  * the full probe. */
 static int copy_new_rows(Job *j)
 {
-        Existing *ex = NULL;
-        PGresult *res = NULL;
         BatchCounts n;
-        size_t n_ex = 0;
         Buf *out = &j->scratch;
-        int r = probe(j, SAMPLE_KEYS, &ex, &n_ex, &res);
+        int r = sample_found(j);
 
-        free(ex);
-        PQclear(res);
-        if (r < 0 || n_ex > 0)
+        if (r != 0)
                 return r < 0 ? r : -EEXIST;
         j->new_rows_left--;
         batch_classify(&j->batch, NULL, 0, &j->rules, &n);
         out->len = 0;
         batch_put_inserts(&j->batch, j->file_id, out);
-        r = job_new_rows_begin(j);
-        if (r == 0)
+        if ((r = job_new_rows_begin(j)) == 0)
                 r = job_new_rows_end(j, job_copy_rows(j, insert_sql, out));
         if (r == -EEXIST)
                 j->new_rows_left = 0;

@@ -104,6 +104,34 @@ static void test_probe_keys_are_an_array_literal_of_the_plain_text(void **state)
         batch_free(&b);
 }
 
+/* A sample of the keys: at most max_keys of them, from the whole batch. */
+static void test_probe_keys_sample(void **state)
+{
+        (void)state;
+        Batch b = { 0 };
+        Buf text = { 0 }, keys = { 0 };
+        char row[64];
+
+        for (int i = 0; i < 100; i++) {
+                int n = snprintf(row, sizeof row, "k%03d\tN\td\t%d\t0\n", i, i + 2);
+                buf_append(&text, row, (size_t)n);
+        }
+        assert_int_equal(batch_index(&b, text.data, text.len), 0);
+        batch_dedup(&b, KEY_SKU);
+        batch_probe_keys(&b, 16, &keys);
+        size_t commas = 0;
+        for (const char *p = keys.data; *p; p++)
+                commas += *p == ',';
+        assert_true(commas + 1 <= 16 && commas + 1 >= 8);
+        assert_non_null(strstr(keys.data, "\"k000\""));     /* the first */
+        assert_non_null(strstr(keys.data, "\"k098\""));     /* and near the last */
+        batch_probe_keys(&b, 1000, &keys);                  /* more than there are: all */
+        assert_non_null(strstr(keys.data, "\"k099\""));
+        buf_free(&keys);
+        buf_free(&text);
+        batch_free(&b);
+}
+
 static void test_copy_text_equal(void **state)
 {
         (void)state;
@@ -285,6 +313,7 @@ int main(void)
                 cmocka_unit_test(test_index_reads_fields_and_nulls),
                 cmocka_unit_test(test_dedup_keeps_the_last_row_of_a_key),
                 cmocka_unit_test(test_probe_keys_are_an_array_literal_of_the_plain_text),
+                cmocka_unit_test(test_probe_keys_sample),
                 cmocka_unit_test(test_copy_text_equal),
                 cmocka_unit_test(test_ingest_fates_and_counts),
                 cmocka_unit_test(test_update_files_reject_unknown_keys_and_set_only_their_columns),
