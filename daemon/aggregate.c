@@ -96,8 +96,8 @@ static int first_build(PGconn *c, char **ret_error)
 
 /* The scan of products goes to parallel workers, which the planner's default
  * costs did not choose at 500k rows: the first reader after a load also
- * checks every row's transaction and sets its hint bits, and 3 processes do
- * that in a third of the time (the recount 0.29 -> 0.21 s at 500k). */
+ * checks every row's transaction and sets its hint bits, which 3 processes
+ * share (the recount's query 0.29 -> 0.21 s right after a 500k load). */
 static int recount(PGconn *c, char **ret_error)
 {
         int r = db_script(c, ret_error, "SET LOCAL parallel_setup_cost = 0; SET LOCAL parallel_tuple_cost = 0");
