@@ -158,7 +158,7 @@ static int probe_and_apply(Job *j)
 {
         Existing *ex = NULL;
         PGresult *res = NULL;
-        BatchCounts n;
+        BatchCounts n = { 0 };
         size_t n_ex = 0;
         Buf *out = &j->scratch;
         int r = probe(j, &ex, &n_ex, &res);
@@ -210,7 +210,7 @@ static int sample_found(Job *j)
  * the full probe. */
 static int copy_new_rows(Job *j)
 {
-        BatchCounts n;
+        BatchCounts n = { 0 };
         Buf *out = &j->scratch;
         int r = sample_found(j);
 

@@ -42,6 +42,15 @@ void csv_reader_init(CsvReader *r, const char *buf, size_t len, uint64_t base_of
         r->base_offset = base_offset;
         r->line = first_line;
         r->max_field = max_field;
+        r->skip_utf8 = false;
+}
+
+bool csv_record_utf8(const CsvRecord *rec)
+{
+        for (size_t i = 0; i < rec->n_fields && i < CSV_MAX_FIELDS; i++)
+                if (!utf8_valid(rec->fields[i].ptr, rec->fields[i].len))
+                        return false;
+        return true;
 }
 
 uint64_t csv_reader_offset(const CsvReader *r)
@@ -154,7 +163,7 @@ static void add_field(CsvReader *r, CsvRecord *rec, const char *p, size_t len, b
 {
         if (len > r->max_field)
                 set_error(rec, CSV_ERR_FIELD_TOO_LONG);
-        else if (rec->error == CSV_OK && !utf8_valid(p, len))
+        else if (rec->error == CSV_OK && !r->skip_utf8 && !utf8_valid(p, len))
                 set_error(rec, CSV_ERR_UTF8);
         if (rec->n_fields >= CSV_MAX_FIELDS) {
                 set_error(rec, CSV_ERR_TOO_MANY_FIELDS);

@@ -40,6 +40,7 @@ typedef struct CsvReader {
         uint64_t base_offset;
         uint64_t line;
         size_t max_field;
+        bool skip_utf8;    /* leave UTF-8 unchecked (set after init; see csv_record_utf8) */
         CsvField fields[CSV_MAX_FIELDS];
 } CsvReader;
 
@@ -48,6 +49,9 @@ void csv_reader_init(CsvReader *r, const char *buf, size_t len, uint64_t base_of
                      uint64_t first_line, size_t max_field);
 /* Next record, or false at the end of the buffer. */
 bool csv_next(CsvReader *r, CsvRecord *rec);
+/* True when every field of rec is valid UTF-8: the check a reader with
+ * skip_utf8 left out, for the few records that turn out to matter. */
+bool csv_record_utf8(const CsvRecord *rec);
 /* Offset (absolute) of the next unread byte. */
 uint64_t csv_reader_offset(const CsvReader *r);
 

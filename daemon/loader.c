@@ -212,10 +212,15 @@ void loader_note_keys(const LoaderInput *in, Lookahead *la)
         while (pass_next(&p, &rec, &why))
                 if (!why)
                         lookahead_note(la, key_hash(&rec, in), rec.offset, true);
+        /* of the rest of the file only records with a key of the chunk count,
+         * so the UTF-8 check waits until a record's key is found */
         csv_reader_init(p.r, in->map + in->end, in->file_end - in->end, in->end, 1, in->max_field);
-        while (pass_next(&p, &rec, &why))
-                if (!why)
-                        lookahead_note(la, key_hash(&rec, in), rec.offset, false);
+        p.r->skip_utf8 = true;
+        while (pass_next(&p, &rec, &why)) {
+                uint64_t h = why ? 0 : key_hash(&rec, in);
+                if (!why && lookahead_last(la, h) && csv_record_utf8(&rec))
+                        lookahead_note(la, h, rec.offset, false);
+        }
         free(p.r);
 }
 

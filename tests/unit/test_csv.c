@@ -120,6 +120,27 @@ static void test_nul_utf8_and_long_field(void **state)
         assert_string_equal(p.fields[3][0], "\xc3\xa9t\xc3\xa9");
 }
 
+static void test_skip_utf8_leaves_it_to_csv_record_utf8(void **state)
+{
+        (void)state;
+        const char s[] = "ok,\xff\xfe\na\0b,c\nfine,\xc3\xa9\n";
+        CsvReader r;
+        CsvRecord rec;
+
+        csv_reader_init(&r, s, sizeof s - 1, 0, 1, 100);
+        r.skip_utf8 = true;
+        assert_true(csv_next(&r, &rec));
+        assert_int_equal(rec.error, CSV_OK);           /* not checked while reading */
+        assert_false(csv_record_utf8(&rec));           /* but on demand */
+        assert_true(csv_next(&r, &rec));
+        assert_int_equal(rec.error, CSV_ERR_NUL);      /* everything else still is */
+        assert_true(csv_next(&r, &rec));
+        assert_true(csv_record_utf8(&rec));
+        csv_reader_init(&r, s, sizeof s - 1, 0, 1, 100);   /* a new reader checks again */
+        assert_true(csv_next(&r, &rec));
+        assert_int_equal(rec.error, CSV_ERR_UTF8);
+}
+
 static void test_overlong_and_surrogate_utf8_rejected(void **state)
 {
         (void)state;
@@ -189,6 +210,7 @@ int main(void)
                 cmocka_unit_test(test_stray_quotes_flag_but_keep_boundaries),
                 cmocka_unit_test(test_nul_utf8_and_long_field),
                 cmocka_unit_test(test_overlong_and_surrogate_utf8_rejected),
+                cmocka_unit_test(test_skip_utf8_leaves_it_to_csv_record_utf8),
                 cmocka_unit_test(test_too_many_fields),
                 cmocka_unit_test(test_parse_from_boundary_matches_whole),
                 cmocka_unit_test(test_cr_only_file_is_one_record),
