@@ -169,6 +169,7 @@ static void scan_records(const char *map, Plan *p, uint64_t chunk_size, Sha256 *
 
         csv_reader_init(r, map + p->header.data_offset, p->size - p->header.data_offset,
                         p->header.data_offset, p->header.data_line, SIZE_MAX);
+        r->skip_utf8 = true;   /* record ends do not depend on it; the workers check each record */
         while (csv_next(r, &rec)) {
                 uint64_t end = rec.offset + rec.len;
                 if (!rec.blank)
