@@ -104,14 +104,11 @@ static int recount(PGconn *c, char **ret_error)
 
         if (r == 0)
                 r = db_exec(c, ret_error, fresh_sql, 0, NULL);
-        PGresult *res = r == 0 ? db_query(c, ret_error, "SELECT EXISTS (SELECT 1 FROM public.products_agg)", 0, NULL)
-                               : NULL;
-
-        if (!res)
-                return -EIO;
-        bool empty = strcmp(PQgetvalue(res, 0, 0), "f") == 0;
-        PQclear(res);
-        if (empty)
+        if (r == 0)
+                r = db_query_bool(c, ret_error, "SELECT EXISTS (SELECT 1 FROM public.products_agg)", 0, NULL);
+        if (r < 0)
+                return r;
+        if (r == 0)   /* empty */
                 return first_build(c, ret_error);
         /* without statistics the planner took the comparison with products_agg
          * for a small one: minutes of nested loops at 210k names */

@@ -192,14 +192,9 @@ static int sample_found(Job *j)
 {
         batch_probe_keys(&j->batch, SAMPLE_KEYS, &j->scratch);
         const char *p[1] = { j->scratch.data };
-        PGresult *res = db_query(j->conn, &j->error,
-                                 "SELECT EXISTS (SELECT 1 FROM public.products WHERE sku = ANY($1::text[]))", 1, p);
 
-        if (!res)
-                return -EIO;
-        int found = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-        PQclear(res);
-        return found;
+        return db_query_bool(j->conn, &j->error,
+                             "SELECT EXISTS (SELECT 1 FROM public.products WHERE sku = ANY($1::text[]))", 1, p);
 }
 
 /* A first load (see job_may_copy_new_rows): a probe of a few keys spread

@@ -120,20 +120,16 @@ static const char *const insert_new_sku_name = INSERT_NEW("sku, name");
 static int insert_new_rows(Job *j)
 {
         const char *p[1] = { j->ids[0] };
-        PGresult *res = db_query(j->conn, &j->error,
-                "SELECT EXISTS (SELECT 1 FROM public.products WHERE sku IN "
-                "(SELECT sku FROM pg_temp.stage LIMIT " SAMPLE_KEYS "))", 0, NULL);
+        int r = db_query_bool(j->conn, &j->error,
+                              "SELECT EXISTS (SELECT 1 FROM public.products WHERE sku IN "
+                              "(SELECT sku FROM pg_temp.stage LIMIT " SAMPLE_KEYS "))", 0, NULL);
 
-        if (!res)
-                return -EIO;
-        bool some = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-        PQclear(res);
-        if (some)
-                return -EEXIST;
-        int r = job_new_rows_begin(j);
-        if (r < 0)
+        if (r != 0)
+                return r < 0 ? r : -EEXIST;
+        if ((r = job_new_rows_begin(j)) < 0)
                 return r;
-        res = db_query(j->conn, &j->error, j->cfg->key == KEY_SKU_NAME ? insert_new_sku_name : insert_new_sku, 1, p);
+        PGresult *res = db_query(j->conn, &j->error,
+                                 j->cfg->key == KEY_SKU_NAME ? insert_new_sku_name : insert_new_sku, 1, p);
         r = job_new_rows_end(j, res ? 0 : -EIO);
         if (r == 0)
                 apply_result(j, res, j->counts.rows);

@@ -64,6 +64,17 @@ PGresult *db_query(PGconn *c, char **ret_error, const char *sql, int n, const ch
         return NULL;
 }
 
+int db_query_bool(PGconn *c, char **ret_error, const char *sql, int n, const char *const *params)
+{
+        PGresult *res = db_query(c, ret_error, sql, n, params);
+
+        if (!res)
+                return -EIO;
+        int yes = PQntuples(res) > 0 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+        PQclear(res);
+        return yes;
+}
+
 int db_exec(PGconn *c, char **ret_error, const char *sql, int n, const char *const *params)
 {
         PGresult *res = db_query(c, ret_error, sql, n, params);

@@ -11,6 +11,9 @@ PGconn *db_connect(const char *conninfo, char **ret_error);
 PGresult *db_query(PGconn *c, char **ret_error, const char *sql, int n, const char *const *params);
 /* Like db_query, for statements whose result is not needed. 0 or -EIO. */
 int db_exec(PGconn *c, char **ret_error, const char *sql, int n, const char *const *params);
+/* For a query of one boolean column: 1 when its first row says true, 0 when
+ * false or there is no row, -EIO with *ret_error on failure. */
+int db_query_bool(PGconn *c, char **ret_error, const char *sql, int n, const char *const *params);
 /* Runs several ;-separated statements without parameters. 0 or -EIO. */
 int db_script(PGconn *c, char **ret_error, const char *sql);
 /* Ends a transaction: COMMIT when r == 0, else ROLLBACK. Returns r, or the

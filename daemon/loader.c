@@ -217,8 +217,10 @@ void loader_note_keys(const LoaderInput *in, Lookahead *la)
         csv_reader_init(p.r, in->map + in->end, in->file_end - in->end, in->end, 1, in->max_field);
         p.r->skip_utf8 = true;
         while (pass_next(&p, &rec, &why)) {
-                uint64_t h = why ? 0 : key_hash(&rec, in);
-                if (!why && lookahead_last(la, h) && csv_record_utf8(&rec))
+                if (why)
+                        continue;
+                uint64_t h = key_hash(&rec, in);
+                if (lookahead_last(la, h) && csv_record_utf8(&rec))
                         lookahead_note(la, h, rec.offset, false);
         }
         free(p.r);
@@ -239,18 +241,20 @@ static void drop_ahead(const LoaderInput *in, uint64_t offset)
 }
 
 /* Does a later row of the file have rec's key? The table only hints (a hash
- * and an offset); the record found there is parsed and its key compared. */
+ * and an offset); the record found there is parsed, must load (the checks of
+ * record_problem and UTF-8), and its key is compared. */
 static bool superseded_later(const LoaderInput *in, const CsvRecord *rec, CsvReader *r, unsigned *checks)
 {
         uint64_t last = lookahead_last(in->later, key_hash(rec, in));
         CsvRecord other;
+        char tmp[96];
 
         if (last <= rec->offset || last >= in->file_end)
                 return false;
         if (++*checks % CHECKS_PER_DROP == 0)
                 drop_ahead(in, rec->offset);
         csv_reader_init(r, in->map + last, in->file_end - last, last, 1, in->max_field);
-        return csv_next(r, &other) && other.error == CSV_OK && other.n_fields == rec->n_fields &&
+        return csv_next(r, &other) && !record_problem(&other, in->header, tmp, sizeof tmp) &&
                same_key(rec, &other, in);
 }
 

@@ -241,16 +241,13 @@ static int choose_path(Job *j)
         const char *p[1] = { limit };
 
         snprintf(limit, sizeof limit, "%" PRIu64, j->cfg->sorted_apply_above);
-        PGresult *res = db_query(j->conn, &j->error,
+        int r = db_query_bool(j->conn, &j->error,
                 "SELECT pg_relation_size(indexrelid) > CASE WHEN $1::bigint > 0 THEN $1::bigint "
                 "  ELSE pg_size_bytes(current_setting('shared_buffers')) / 4 END "
                 "FROM pg_index WHERE indrelid = 'public.products'::regclass AND indisprimary", 1, p);
 
-        if (!res)
-                return -EIO;
-        j->sorted = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-        PQclear(res);
-        return 0;
+        j->sorted = r == 1;
+        return r < 0 ? r : 0;
 }
 
 static int store_rejects(Job *j, Buf *rejects)
