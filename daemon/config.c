@@ -36,6 +36,8 @@ const ConfigKey config_keys[] = {
           "seconds between refreshes of products_agg; 0 = only after loads" },
         { "aggregate.after_load", CT_BOOL, OFF(aggregate_after_load), "true", 0, 0, true,
           "refresh products_agg after each completed load" },
+        { "aggregate.count_memory", CT_SIZE, OFF(aggregate_count_memory), "32M", 0, 1ULL << 31, true,
+          "memory for counting names in ingestd when products_agg is built from empty; 0 = PostgreSQL counts" },
         { "retry.max_attempts", CT_INT, OFF(retry_max_attempts), "5", 1, 1000, true,
           "attempts per chunk before its file is marked failed" },
         { "retry.backoff", CT_FLOAT, OFF(retry_backoff), "1.0", 0, 3600, true,

@@ -19,6 +19,7 @@ typedef struct Config {
         KeyMode key;
         double aggregate_interval; /* seconds, 0 = only after loads */
         bool aggregate_after_load;
+        uint64_t aggregate_count_memory; /* bytes; 0 = the server always counts */
         int retry_max_attempts;
         double retry_backoff;      /* seconds before the first retry */
         double rejects_max_ratio;

@@ -104,6 +104,43 @@ int db_script(PGconn *c, char **ret_error, const char *sql)
         return r;
 }
 
+int db_copy_begin(PGconn *c, char **ret_error, const char *sql)
+{
+        PGresult *res = PQexec(c, sql);
+        int r = PQresultStatus(res) == PGRES_COPY_IN ? 0 : -EIO;
+
+        if (r < 0)
+                *ret_error = db_error(c, res);
+        PQclear(res);
+        return r;
+}
+
+int db_copy_put(PGconn *c, char **ret_error, const char *data, size_t n)
+{
+        if (PQputCopyData(c, data, (int)n) == 1)
+                return 0;
+        *ret_error = db_error(c, NULL);
+        return -EIO;
+}
+
+int db_copy_end(PGconn *c, char **ret_error)
+{
+        if (PQputCopyEnd(c, NULL) != 1) {
+                *ret_error = db_error(c, NULL);
+                return -EIO;
+        }
+        PGresult *res = PQgetResult(c);
+        int r = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : -EIO;
+        if (r < 0) {
+                *ret_error = db_error(c, res);
+                r = db_unique_violation(*ret_error) ? -EEXIST : r;
+        }
+        PQclear(res);
+        while ((res = PQgetResult(c)))
+                PQclear(res);
+        return r;
+}
+
 int db_end(PGconn *c, int r, char **ret_error)
 {
         if (r == 0)

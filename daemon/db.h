@@ -19,6 +19,12 @@ int db_script(PGconn *c, char **ret_error, const char *sql);
 /* Ends a transaction: COMMIT when r == 0, else ROLLBACK. Returns r, or the
  * COMMIT's failure (-EIO with *ret_error). */
 int db_end(PGconn *c, int r, char **ret_error);
+/* COPY ... FROM STDIN: begin (0 once the server is ready for rows), send
+ * rows, end (0, -EEXIST on a unique violation, else -EIO; *ret_error is set
+ * on every failure). */
+int db_copy_begin(PGconn *c, char **ret_error, const char *sql);
+int db_copy_put(PGconn *c, char **ret_error, const char *data, size_t n);
+int db_copy_end(PGconn *c, char **ret_error);
 /* "message (SQLSTATE xxxxx)" for a failed result. */
 char *db_error(PGconn *c, const PGresult *res);
 /* True when an error of db_error is a unique violation (SQLSTATE 23505). */

@@ -409,7 +409,7 @@ static int cmd_aggregate(Cli *c, const char *table, const char *key)
                         return r;
         } else {
                 AggregateMode mode = AGGREGATE_FULL;
-                if (aggregate_refresh(c->conn, &mode, &err) < 0)
+                if (aggregate_refresh(c->conn, &mode, c->cfg->aggregate_count_memory, &err) < 0)
                         return die_db(c, "aggregate refresh", err);
                 sql = xstrdup("SELECT name, no_of_products FROM public.products_agg "
                               "ORDER BY no_of_products DESC, name LIMIT $1");

@@ -34,7 +34,7 @@ static int run_aggregate(const Config *cfg, AggregateMode mode)
         char *err = NULL;
         double t0 = now_monotonic();
         PGconn *c = db_connect(cfg->conninfo, &err);
-        int r = c ? aggregate_refresh(c, &mode, &err) : -1;
+        int r = c ? aggregate_refresh(c, &mode, cfg->aggregate_count_memory, &err) : -1;
 
         if (r < 0)
                 log_msg(LOG_ERR, "aggregate refresh: %s", err);

@@ -71,43 +71,15 @@ static int lock_chunk(Job *j)
 int job_copy_flush(Buf *rows, void *ud)
 {
         Job *j = ud;
+        int r = db_copy_put(j->conn, &j->error, rows->data, rows->len);
 
-        if (PQputCopyData(j->conn, rows->data, (int)rows->len) != 1) {
-                j->error = db_error(j->conn, NULL);
-                return -EIO;
-        }
         rows->len = 0;
-        return 0;
-}
-
-int job_copy_end(Job *j)
-{
-        if (PQputCopyEnd(j->conn, NULL) != 1) {
-                j->error = db_error(j->conn, NULL);
-                return -EIO;
-        }
-        PGresult *res = PQgetResult(j->conn);
-        int r = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : -EIO;
-        if (r < 0) {
-                j->error = db_error(j->conn, res);
-                r = db_unique_violation(j->error) ? -EEXIST : r;
-        }
-        PQclear(res);
-        while ((res = PQgetResult(j->conn)))
-                PQclear(res);
         return r;
 }
 
-int job_copy_begin(Job *j, const char *sql)
-{
-        PGresult *res = PQexec(j->conn, sql);
-        int r = PQresultStatus(res) == PGRES_COPY_IN ? 0 : -EIO;
+int job_copy_end(Job *j) { return db_copy_end(j->conn, &j->error); }
 
-        if (r < 0)
-                j->error = db_error(j->conn, res);
-        PQclear(res);
-        return r;
-}
+int job_copy_begin(Job *j, const char *sql) { return db_copy_begin(j->conn, &j->error, sql); }
 
 int job_copy_rows(Job *j, const char *sql, Buf *rows)
 {

@@ -81,7 +81,7 @@ class Daemon:
 
     def write_config(self, workers=2, chunk_size="64k", key="sku", interval=60,
                      after_load="true", max_attempts=3, backoff=0.2, max_ratio=0.5,
-                     max_field=65536, max_ranges=1000000, extra=""):
+                     max_field=65536, max_ranges=1000000, count_memory=None, extra=""):
         # max_ranges: the tests want chunk_size to decide (many small chunks)
         with open(self.config, "w") as f:
             f.write('database: { conninfo = "%s"; };\n' % self.conninfo)
@@ -89,7 +89,8 @@ class Daemon:
                     % (self.incoming, self.updates, self.state))
             f.write('workers = %d;\nchunk_size = "%s";\nkey = "%s";\nmax_ranges = %d;\n'
                     % (workers, chunk_size, key, max_ranges))
-            f.write("aggregate: { interval = %s; after_load = %s; };\n" % (interval, after_load))
+            f.write("aggregate: { interval = %s; after_load = %s;%s };\n"
+                    % (interval, after_load, "" if count_memory is None else ' count_memory = "%s";' % count_memory))
             f.write("retry: { max_attempts = %d; backoff = %s; };\n" % (max_attempts, backoff))
             f.write("rejects: { max_ratio = %s; };\nlimits: { max_field = %d; };\n"
                     % (max_ratio, max_field))

@@ -4,6 +4,7 @@ import threading
 import time
 
 import psycopg2
+import pytest
 
 from conftest import generate, query
 from model import Model, write_csv
@@ -154,3 +155,45 @@ def test_first_build_gives_up_the_key_rebuild_behind_a_long_reader(daemon, tmp_p
         holder.close()
     assert waited >= 1.0, waited         # it did ask for the lock, for its lock_timeout
     assert query(d.conninfo, PRIMARY_KEY) == [("products_agg_pkey", "PRIMARY KEY (name)")]
+
+
+@pytest.mark.parametrize("count_memory, way", [
+    (None, "names counted here"),                    # the default, 32M
+    ("0", "names counted by the server"),
+    ("128k", "names counted by the server, they did not fit in aggregate.count_memory"),
+])
+def test_first_build_counts_names_here_or_in_the_server(daemon, tmp_path, count_memory, way):
+    """products_agg built from empty, three ways, equal to the model: names
+    counted in ingestd; by PostgreSQL; and counted in ingestd until they
+    outgrow aggregate.count_memory, then by PostgreSQL. 3000 distinct names
+    of 40 bytes need ~250 kB here, while 3000 rows pass the up-front estimate
+    of 128k (4096 rows), so the last case starts counting and gives up."""
+    rows = [("d%d" % i, "sku-%05d" % i, "A Long Product Name Number %013d" % (i * 7919))
+            for i in range(3000)]
+    rows += [("again", "", rows[i][2]) for i in range(400)]     # names that repeat
+    rows = [(d, "sku-%05d" % i, n) for i, (d, _, n) in enumerate(rows)]
+    src = str(tmp_path / "p.csv")
+    write_csv(src, ["description", "sku", "name"], rows)
+    d = daemon(interval=0, after_load="true", count_memory=count_memory).start(debug=True)
+    d.drop(src)
+    m = Model()
+    m.ingest(src)
+    assert d.aggregate() == m.aggregate()
+    assert "products_agg first build: %s\n" % way in d.log_text()
+    assert query(d.conninfo, PRIMARY_KEY) == [("products_agg_pkey", "PRIMARY KEY (name)")]
+
+
+def test_first_build_with_a_case_blind_collation_counts_in_the_server(daemon, tmp_path):
+    """Names of a nondeterministic collation are equal without being the same
+    bytes: only the server may group them. products_agg then has what GROUP
+    BY gives: one row for 'Lamp'/'LAMP'/'lamp'."""
+    d = daemon(interval=0, after_load="true").start(debug=True)
+    query(d.conninfo, "CREATE COLLATION blind (provider = icu, locale = 'und-u-ks-level2', deterministic = false)")
+    query(d.conninfo, "ALTER TABLE products ALTER COLUMN name TYPE text COLLATE blind")
+    query(d.conninfo, "ALTER TABLE products_agg ALTER COLUMN name TYPE text COLLATE blind")
+    src = str(tmp_path / "p.csv")
+    write_csv(src, ["sku", "name"], [("a", "Lamp"), ("b", "LAMP"), ("c", "lamp"), ("d", "Chair")])
+    d.drop(src)
+    agg = {n.lower(): c for n, c in d.aggregate().items()}
+    assert agg == {"lamp": 3, "chair": 1}
+    assert "products_agg first build: names counted by the server\n" in d.log_text()
