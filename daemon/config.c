@@ -24,7 +24,7 @@ const ConfigKey config_keys[] = {
           "holds processing/, done/ and failed/; same filesystem as the watched folders" },
         { "workers", CT_INT, OFF(workers), "0", 0, 256, true,
           "worker processes loading chunks at once; 0 = number of CPUs" },
-        { "chunk_size", CT_SIZE, OFF(chunk_size), "16M", 1, 1ULL << 40, true,
+        { "chunk_size", CT_SIZE, OFF(chunk_size), "64M", 1, 1ULL << 40, true,
           "bytes per chunk (suffix k, M, G); chunks end at record boundaries" },
         { "max_ranges", CT_INT, OFF(max_ranges), "4", 1, 1000000, true,
           "most byte ranges per file: bigger files get ranges larger than chunk_size" },
