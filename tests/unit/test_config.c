@@ -47,10 +47,11 @@ static void test_defaults_from_empty_file(void **state)
         assert_string_equal(c->incoming, "/var/lib/ingestd/incoming");
         assert_int_equal(c->workers, 0);
         assert_true(config_workers(c) >= 1);
-        assert_int_equal(c->chunk_size, 16u << 20);
+        assert_int_equal(c->chunk_size, 64u << 20);
         assert_int_equal(c->key, KEY_SKU);
         assert_true(c->aggregate_interval == 60);
         assert_true(c->aggregate_after_load);
+        assert_int_equal(c->aggregate_count_memory, 32u << 20);
         assert_int_equal(c->retry_max_attempts, 5);
         assert_true(c->rejects_max_ratio == 0.01);
         assert_int_equal(c->max_field, 65536);
