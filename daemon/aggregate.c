@@ -94,35 +94,45 @@ static int count_in_server(PGconn *c, char **ret_error)
         return r == 0 ? db_exec(c, ret_error, fresh_sql, 0, NULL) : r;
 }
 
-/* Whether this process may count the names: GROUP BY compares them as bytes
- * (text of a deterministic collation, as ingestd creates it), and products'
- * estimated rows (as in apply_batches.c) would fit in max_bytes if every
- * second row had a new name of 16 bytes (2 slots each at half fill). A big
- * table goes to the server at once rather than being streamed out only to
- * find that its names do not fit. */
-static int may_count_here(PGconn *c, uint64_t max_bytes, char **ret_error)
+/* products' estimated rows (as in apply_batches.c) when this process may
+ * count the names, 0 when not: GROUP BY compares them as bytes (text of a
+ * deterministic collation, as ingestd creates it), and the names would fit in
+ * max_bytes if every second row had a new one of 16 bytes (2 slots each at
+ * half fill). A big table goes to the server at once rather than being
+ * streamed out only to find that its names do not fit. */
+static int64_t rows_to_count_here(PGconn *c, uint64_t max_bytes, char **ret_error)
 {
         char rows[32];
         const char *p[1] = { rows };
 
+        if (max_bytes == 0)
+                return 0;
         snprintf(rows, sizeof rows, "%llu", (unsigned long long)(max_bytes / (2 * sizeof(NameSlot) + 16) * 2));
-        return max_bytes == 0 ? 0 : db_query_bool(c, ret_error,
-                "SELECT coalesce(bool_and(a.atttypid IN ('text'::regtype, 'varchar'::regtype) "
-                "                         AND l.collisdeterministic), false) "
-                "       AND (SELECT greatest(reltuples, pg_relation_size(oid) / 256) <= $1::float8 "
-                "            FROM pg_class WHERE oid = 'public.products'::regclass) "
-                "FROM pg_attribute a JOIN pg_collation l ON l.oid = a.attcollation "
-                "WHERE a.attrelid = 'public.products'::regclass AND a.attname = 'name'", 1, p);
+        PGresult *res = db_query(c, ret_error,
+                "SELECT CASE WHEN bool_and(a.atttypid IN ('text'::regtype, 'varchar'::regtype) "
+                "                          AND l.collisdeterministic) AND est <= $1::float8 "
+                "            THEN est::bigint + 1 ELSE 0 END "
+                "FROM pg_attribute a JOIN pg_collation l ON l.oid = a.attcollation, "
+                "     (SELECT greatest(reltuples, pg_relation_size(oid) / 256) AS est "
+                "      FROM pg_class WHERE oid = 'public.products'::regclass) t "
+                "WHERE a.attrelid = 'public.products'::regclass AND a.attname = 'name' GROUP BY est", 1, p);
+
+        if (!res)
+                return -EIO;
+        int64_t n = PQntuples(res) == 1 ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
+        PQclear(res);
+        return n;
 }
 
 /* Streams the names of products into nc. 1 when they did not fit (the rest
- * of the stream is read and dropped), 0 when counted, -EIO on failure. */
+ * of the stream is read and dropped), 0 when counted, -EIO on failure. Each
+ * name's slot is prefetched while the one before it is counted. */
 static int count_names(PGconn *c, NameCount *nc, char **ret_error)
 {
         PGresult *res = PQexec(c, "COPY (SELECT name FROM public.products) TO STDOUT");
         bool fits = true;
-        char *row;
-        int n;
+        char *row = NULL, *next;
+        uint64_t hash = 0;
 
         if (PQresultStatus(res) != PGRES_COPY_OUT) {
                 *ret_error = db_error(c, res);
@@ -130,11 +140,19 @@ static int count_names(PGconn *c, NameCount *nc, char **ret_error)
                 return -EIO;
         }
         PQclear(res);
-        while (fits && (n = PQgetCopyData(c, &row, 0)) > 0) {   /* a row is "name\n" */
-                fits = namecount_add(nc, row, (size_t)n - 1);
+        int n = PQgetCopyData(c, &row, 0);   /* a row is "name\n" */
+        if (n > 0)
+                hash = namecount_hash(row, (size_t)n - 1);
+        while (n > 0 && fits) {
+                int m = PQgetCopyData(c, &next, 0);
+                uint64_t next_hash = m > 0 ? namecount_hash(next, (size_t)m - 1) : 0;
+                if (m > 0)
+                        namecount_prefetch(nc, next_hash);
+                fits = namecount_add(nc, row, (size_t)n - 1, hash);
                 PQfreemem(row);
+                row = next, n = m, hash = next_hash;
         }
-        while (!fits && (n = PQgetCopyData(c, &row, 0)) > 0)
+        for (; n > 0; n = PQgetCopyData(c, &row, 0))   /* after a name that did not fit */
                 PQfreemem(row);
         res = PQgetResult(c);
         int r = PQresultStatus(res) == PGRES_COMMAND_OK ? !fits : -EIO;
@@ -168,14 +186,14 @@ static int copy_counts(PGconn *c, const NameCount *nc, char **ret_error)
 static int fill_counted_here(PGconn *c, uint64_t max_bytes, char **ret_error)
 {
         NameCount nc;
-        int r = may_count_here(c, max_bytes, ret_error);
+        int64_t rows = rows_to_count_here(c, max_bytes, ret_error);
 
-        if (r == 0)
+        if (rows == 0)
                 log_msg(LOG_DEBUG, "products_agg first build: names counted by the server");
-        if (r <= 0)
-                return r < 0 ? r : 1;
-        namecount_init(&nc, max_bytes);
-        r = count_names(c, &nc, ret_error);
+        if (rows <= 0)
+                return rows < 0 ? (int)rows : 1;
+        namecount_init(&nc, max_bytes, (size_t)rows / 2);
+        int r = count_names(c, &nc, ret_error);
         if (r == 0)
                 r = copy_counts(c, &nc, ret_error);
         if (r >= 0)

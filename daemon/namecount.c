@@ -10,10 +10,15 @@
 #define FIRST_SLOTS 1024
 #define NAMES_MAX UINT32_MAX   /* offsets are 32-bit */
 
-void namecount_init(NameCount *nc, size_t max_bytes)
+static size_t slot_bytes(size_t slots) { return slots * sizeof(NameSlot); }
+
+void namecount_init(NameCount *nc, size_t max_bytes, size_t expected)
 {
-        *nc = (NameCount){ .slot = xcalloc(FIRST_SLOTS, sizeof(NameSlot)), .mask = FIRST_SLOTS - 1,
-                           .max_bytes = max_bytes };
+        size_t slots = FIRST_SLOTS;
+
+        while (slots < 2 * expected && slot_bytes(slots * 2) <= max_bytes / 2)
+                slots *= 2;
+        *nc = (NameCount){ .slot = xcalloc(slots, sizeof(NameSlot)), .mask = slots - 1, .max_bytes = max_bytes };
 }
 
 void namecount_free(NameCount *nc)
@@ -22,8 +27,6 @@ void namecount_free(NameCount *nc)
         buf_free(&nc->names);
         *nc = (NameCount){ 0 };
 }
-
-static size_t slot_bytes(size_t slots) { return slots * sizeof(NameSlot); }
 
 static NameSlot *find(const NameCount *nc, uint64_t hash, const char *name, size_t len)
 {
@@ -65,9 +68,18 @@ static bool room_for(const NameCount *nc, size_t len)
         return nc->names.len + len <= NAMES_MAX && slot_bytes(slots) + names <= nc->max_bytes;
 }
 
-bool namecount_add(NameCount *nc, const char *name, size_t len)
+uint64_t namecount_hash(const char *name, size_t len)
 {
-        uint64_t hash = csv_field_hash(&(CsvField){ name, len, false }, 14695981039346656037u);
+        return csv_field_hash(&(CsvField){ name, len, false }, 14695981039346656037u);
+}
+
+void namecount_prefetch(const NameCount *nc, uint64_t hash)
+{
+        __builtin_prefetch(&nc->slot[hash & nc->mask]);
+}
+
+bool namecount_add(NameCount *nc, const char *name, size_t len, uint64_t hash)
+{
         NameSlot *s = find(nc, hash, name, len);
 
         if (s->count) {

@@ -104,15 +104,18 @@ static size_t written_counts(const NameCount *nc, size_t fill, Count *out)
         return k;
 }
 
-static void check_against_model(size_t n, size_t pool, unsigned seed, size_t fill)
+static void check_against_model(size_t n, size_t pool, unsigned seed, size_t fill, size_t expected)
 {
         Name *names = random_names(n, pool, seed);
         Count *want = calloc(n, sizeof *want), *got = calloc(n, sizeof *got);
         NameCount nc;
 
-        namecount_init(&nc, 64u << 20);
-        for (size_t i = 0; i < n; i++)
-                assert_true(namecount_add(&nc, names[i].text, names[i].len));
+        namecount_init(&nc, 64u << 20, expected);
+        for (size_t i = 0; i < n; i++) {
+                if (i + 1 < n)
+                        namecount_prefetch(&nc, namecount_hash(names[i + 1].text, names[i + 1].len));
+                assert_true(namecount_add(&nc, names[i].text, names[i].len, namecount_hash(names[i].text, names[i].len)));
+        }
         size_t k = model_counts(names, n, want);
         assert_int_equal(nc.used, k);
         assert_int_equal(written_counts(&nc, fill, got), k);
@@ -130,16 +133,18 @@ static void check_against_model(size_t n, size_t pool, unsigned seed, size_t fil
 static void test_counts_equal_the_model(void **state)
 {
         (void)state;
-        check_against_model(50000, 7000, 1, 1u << 20);   /* grows the table several times */
-        check_against_model(3000, 3, 2, 1u << 20);       /* a few names, many times each */
-        check_against_model(20000, 20000, 3, 1u << 20);  /* mostly distinct */
+        check_against_model(50000, 7000, 1, 1u << 20, 0);        /* grows the table several times */
+        check_against_model(50000, 7000, 6, 1u << 20, 7000);     /* room made at once */
+        check_against_model(50000, 7000, 7, 1u << 20, 100000);   /* more room than names */
+        check_against_model(3000, 3, 2, 1u << 20, 0);            /* a few names, many times each */
+        check_against_model(20000, 20000, 3, 1u << 20, 0);       /* mostly distinct */
 }
 
 static void test_output_in_small_pieces_writes_each_name_once(void **state)
 {
         (void)state;
-        check_against_model(5000, 900, 4, 1);
-        check_against_model(5000, 900, 5, 100);
+        check_against_model(5000, 900, 4, 1, 0);
+        check_against_model(5000, 900, 5, 100, 0);
 }
 
 static void test_a_name_that_does_not_fit_is_refused(void **state)
@@ -149,17 +154,18 @@ static void test_a_name_that_does_not_fit_is_refused(void **state)
         char name[32];
         size_t max = 64u << 10, added = 0;
 
-        namecount_init(&nc, max);
+        namecount_init(&nc, max, 1u << 20);     /* expects far more than fit: room for half of max */
+        assert_true((nc.mask + 1) * sizeof(NameSlot) <= max / 2);
         for (;; added++) {
                 int n = snprintf(name, sizeof name, "distinct name %zu", added);
-                if (!namecount_add(&nc, name, (size_t)n))
+                if (!namecount_add(&nc, name, (size_t)n, namecount_hash(name, (size_t)n)))
                         break;
                 assert_true(nc.mask + 1 <= max / sizeof(NameSlot));
         }
         assert_true(added > 500);                 /* the first doubling fitted */
         assert_int_equal(nc.used, added);         /* the refused name was not counted */
         assert_true((nc.mask + 1) * sizeof(NameSlot) + nc.names.cap <= max);
-        assert_true(namecount_add(&nc, "distinct name 0", 15));   /* known names still count */
+        assert_true(namecount_add(&nc, "distinct name 0", 15, namecount_hash("distinct name 0", 15)));   /* still counts */
         Count *got = calloc(added, sizeof *got);
         assert_int_equal(written_counts(&nc, 1u << 20, got), added);
         for (size_t i = 0; i < added; i++)
@@ -168,8 +174,8 @@ static void test_a_name_that_does_not_fit_is_refused(void **state)
         free(got);
         namecount_free(&nc);
 
-        namecount_init(&nc, 1000);                /* not even the first table fits */
-        assert_false(namecount_add(&nc, "a", 1));
+        namecount_init(&nc, 1000, 0);             /* not even the first table fits */
+        assert_false(namecount_add(&nc, "a", 1, namecount_hash("a", 1)));
         assert_int_equal(nc.used, 0);
         namecount_free(&nc);
 }
