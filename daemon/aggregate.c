@@ -15,6 +15,7 @@
 #include "namecount.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,12 +103,13 @@ static int count_in_server(PGconn *c, char **ret_error)
  * streamed out only to find that its names do not fit. */
 static int64_t rows_to_count_here(PGconn *c, uint64_t max_bytes, char **ret_error)
 {
+        uint64_t most = max_bytes / (2 * sizeof(NameSlot) + 16) * 2;
         char rows[32];
         const char *p[1] = { rows };
 
         if (max_bytes == 0)
                 return 0;
-        snprintf(rows, sizeof rows, "%llu", (unsigned long long)(max_bytes / (2 * sizeof(NameSlot) + 16) * 2));
+        snprintf(rows, sizeof rows, "%" PRIu64, most);
         PGresult *res = db_query(c, ret_error,
                 "SELECT CASE WHEN bool_and(a.atttypid IN ('text'::regtype, 'varchar'::regtype) "
                 "                          AND l.collisdeterministic) AND est <= $1::float8 "

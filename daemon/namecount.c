@@ -8,6 +8,7 @@
 #include <string.h>
 
 #define FIRST_SLOTS 1024
+#define FIRST_NAMES 4096      /* buf_reserve's first size */
 #define NAMES_MAX UINT32_MAX   /* offsets are 32-bit */
 
 static size_t slot_bytes(size_t slots) { return slots * sizeof(NameSlot); }
@@ -19,6 +20,7 @@ void namecount_init(NameCount *nc, size_t max_bytes, size_t expected)
         while (slots < 2 * expected && slot_bytes(slots * 2) <= max_bytes / 2)
                 slots *= 2;
         *nc = (NameCount){ .slot = xcalloc(slots, sizeof(NameSlot)), .mask = slots - 1, .max_bytes = max_bytes };
+        buf_reserve(&nc->names, FIRST_NAMES);   /* never NULL, even for empty names only */
 }
 
 void namecount_free(NameCount *nc)
@@ -59,7 +61,7 @@ static void grow_table(NameCount *nc)
  * may cause, and the name buffer after the growth that it may cause. */
 static bool room_for(const NameCount *nc, size_t len)
 {
-        size_t slots = nc->mask + 1, names = nc->names.cap ? nc->names.cap : 4096;
+        size_t slots = nc->mask + 1, names = nc->names.cap;
 
         if ((nc->used + 1) * 2 > slots)
                 slots *= 2;

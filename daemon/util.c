@@ -157,6 +157,8 @@ void buf_reserve(Buf *b, size_t extra)
 
 void buf_append(Buf *b, const void *p, size_t n)
 {
+        if (n == 0)   /* b->data may still be NULL */
+                return;
         buf_reserve(b, n);
         memcpy(b->data + b->len, p, n);
         b->len += n;
