@@ -2,6 +2,7 @@
  * only about the keys of each ~4 MiB batch and sent only what changes. */
 #include "job.h"
 #include "db.h"
+#include "schema.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -71,16 +72,15 @@ static int run_update(Job *j, Buf *out)
  * of recounting products. When a chunk changes more than a tenth of the
  * table's estimated rows (always on the first load into an empty table),
  * recording the deltas costs more than recounting, and the chunk leaves a
- * NULL-name row that asks for a recount. The table's size is reltuples, or,
- * before the first ANALYZE (-1, as right after a bulk load), its bytes over
- * 256 (rows are ~200 bytes in the file). Once a recount is pending, later
- * chunks leave only their own request (not none: the pending one may belong
- * to a refresh that will not see this chunk). */
+ * NULL-name row that asks for a recount (the table's size: PRODUCTS_ROWS,
+ * schema.h). Once a recount is pending, later chunks leave only their own
+ * request (not none: the pending one may belong to a refresh that will not
+ * see this chunk). */
 static int agg_state(Job *j)
 {
         PGresult *res = db_query(j->conn, &j->error,
                 "SELECT EXISTS (SELECT 1 FROM ingest.agg_delta WHERE name IS NULL), "
-                "       greatest(reltuples, pg_relation_size(oid) / 256) "
+                "       " PRODUCTS_ROWS " "
                 "FROM pg_class WHERE oid = 'public.products'::regclass", 0, NULL);
 
         if (!res)

@@ -2,6 +2,7 @@
  * whose key index outgrew the server's cache. */
 #include "job.h"
 #include "db.h"
+#include "schema.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -48,18 +49,16 @@ static int stage_chunk(Job *j, Buf *rejects)
  * changes more than a tenth of the table's estimated rows (always on the
  * first load into an empty table), recording the deltas costs more than
  * recounting, and the chunk leaves a NULL-name row that asks for a recount.
- * The table's size is reltuples, or, before the first ANALYZE (-1, as right
- * after a bulk load), its bytes over 256 (rows are ~200 bytes in the file).
- * Once a recount is pending, later chunks leave only their own request (not
- * none: the pending one may belong to a refresh that will not see this chunk). */
+ * The table's size is PRODUCTS_ROWS (schema.h). Once a recount is pending,
+ * later chunks leave only their own request (not none: the pending one may
+ * belong to a refresh that will not see this chunk). */
 #define AGG_DELTA \
         " x AS (SELECT name, 1 AS delta FROM i " \
         "       UNION ALL SELECT v.name, v.delta FROM u, " \
         "         LATERAL (VALUES (u.new_name, 1), (u.old_name, -1)) v(name, delta) " \
         "       WHERE u.new_name <> u.old_name), " \
         " big AS (SELECT EXISTS (SELECT 1 FROM ingest.agg_delta WHERE name IS NULL) " \
-        "                OR (SELECT count(*) FROM x) > 0.1 * greatest(reltuples, " \
-        "                   pg_relation_size(oid) / 256) AS recount " \
+        "                OR (SELECT count(*) FROM x) > 0.1 * " PRODUCTS_ROWS " AS recount " \
         "         FROM pg_class WHERE oid = 'public.products'::regclass), " \
         " d AS (INSERT INTO ingest.agg_delta (name, delta) " \
         "       SELECT name, sum(delta) FROM x WHERE NOT (SELECT recount FROM big) " \

@@ -107,7 +107,8 @@ int db_script(PGconn *c, char **ret_error, const char *sql)
 int db_copy_begin(PGconn *c, char **ret_error, const char *sql)
 {
         PGresult *res = PQexec(c, sql);
-        int r = PQresultStatus(res) == PGRES_COPY_IN ? 0 : -EIO;
+        ExecStatusType st = PQresultStatus(res);
+        int r = st == PGRES_COPY_IN || st == PGRES_COPY_OUT ? 0 : -EIO;
 
         if (r < 0)
                 *ret_error = db_error(c, res);
@@ -129,6 +130,11 @@ int db_copy_end(PGconn *c, char **ret_error)
                 *ret_error = db_error(c, NULL);
                 return -EIO;
         }
+        return db_copy_result(c, ret_error);
+}
+
+int db_copy_result(PGconn *c, char **ret_error)
+{
         PGresult *res = PQgetResult(c);
         int r = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : -EIO;
         if (r < 0) {

@@ -19,12 +19,15 @@ int db_script(PGconn *c, char **ret_error, const char *sql);
 /* Ends a transaction: COMMIT when r == 0, else ROLLBACK. Returns r, or the
  * COMMIT's failure (-EIO with *ret_error). */
 int db_end(PGconn *c, int r, char **ret_error);
-/* COPY ... FROM STDIN: begin (0 once the server is ready for rows), send
- * rows, end (0, -EEXIST on a unique violation, else -EIO; *ret_error is set
- * on every failure). */
+/* COPY ... FROM STDIN: begin (0 once the server is ready for rows; also for
+ * COPY ... TO STDOUT, whose rows PQgetCopyData reads), send rows, end. end
+ * and result return 0, -EEXIST on a unique violation, else -EIO; *ret_error
+ * is set on every failure. result is the COPY's outcome once its rows are
+ * all sent (end) or all read. */
 int db_copy_begin(PGconn *c, char **ret_error, const char *sql);
 int db_copy_put(PGconn *c, char **ret_error, const char *data, size_t n);
 int db_copy_end(PGconn *c, char **ret_error);
+int db_copy_result(PGconn *c, char **ret_error);
 /* "message (SQLSTATE xxxxx)" for a failed result. */
 char *db_error(PGconn *c, const PGresult *res);
 /* True when an error of db_error is a unique violation (SQLSTATE 23505). */

@@ -1,7 +1,7 @@
 /* namecount.h - how many times each distinct name occurs, in at most a set
  * amount of memory. The first build of products_agg counts the names itself
  * (streamed out of products by COPY) instead of a GROUP BY in the server: a
- * hash aggregate of 466k rows took PostgreSQL 0.19 s, this table ~0.04 s.
+ * hash aggregate of 466k rows took PostgreSQL 0.19 s, this table 0.022 s.
  * Names are compared as bytes, which is what GROUP BY does for a column
  * with a deterministic collation (the caller checks that). */
 #pragma once
