@@ -80,6 +80,27 @@ CREATE TABLE IF NOT EXISTS ingest.agg_delta (
 
 CREATE INDEX IF NOT EXISTS agg_delta_recount ON ingest.agg_delta ((name IS NULL)) WHERE name IS NULL;
 
+-- A first load into an empty products defers products' primary key: the
+-- constraint is dropped before the file's first chunk (deferred_key = its name)
+-- and built again, in one transaction, once the file's chunks are all done or
+-- the file failed. key_decided: the choice was made for this file.
+ALTER TABLE ingest.files ADD COLUMN IF NOT EXISTS key_decided boolean NOT NULL DEFAULT false;
+ALTER TABLE ingest.files ADD COLUMN IF NOT EXISTS deferred_key text;
+CREATE INDEX IF NOT EXISTS files_deferred_key ON ingest.files (id) WHERE deferred_key IS NOT NULL;
+
+-- Rows of a deferred-key load whose key a later row of the file may still
+-- have (the chunk's lookahead could not tell); committed with their chunk and
+-- applied, newest version first, when the key is built.
+CREATE TABLE IF NOT EXISTS ingest.deferred_rows (
+    file_id         bigint NOT NULL REFERENCES ingest.files (id) ON DELETE CASCADE,
+    chunk_no        integer NOT NULL,
+    sku             text COLLATE "C" NOT NULL,
+    name            text COLLATE "C" NOT NULL,
+    description     text,
+    file_seq        bigint NOT NULL,
+    line            bigint NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS public.products_agg (
     name            text COLLATE "C" PRIMARY KEY,   -- byte order: see products
     no_of_products  bigint NOT NULL

@@ -30,6 +30,8 @@ const ConfigKey config_keys[] = {
           "most byte ranges per file: bigger files get ranges larger than chunk_size" },
         { "sorted_apply_above", CT_SIZE, OFF(sorted_apply_above), "0", 0, 1ULL << 40, true,
           "key index size above which chunks are sorted in the server before they apply; 0 = shared_buffers/4" },
+        { "defer_key", CT_BOOL, OFF(defer_key), "true", 0, 0, true,
+          "a file loaded into an empty products builds its primary key once, after its rows" },
         { "key", CT_KEY, OFF(key), "sku", 0, 0, false,
           "\"sku\" or \"sku,name\": the primary key of products" },
         { "aggregate.interval", CT_FLOAT, OFF(aggregate_interval), "60", 0, 86400 * 365, true,

@@ -32,11 +32,14 @@ char *db_error(PGconn *c, const PGresult *res)
 {
         const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
         const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+        const char *detail = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL) : NULL;
         char *s;
 
         if (!msg)
                 msg = PQerrorMessage(c);
-        s = state ? xasprintf("%s (SQLSTATE %s)", msg, state) : xstrdup(msg);
+        /* the detail names the key of a unique violation or a failed unique index */
+        s = state ? xasprintf("%s%s%s (SQLSTATE %s)", msg, detail ? ": " : "", detail ? detail : "", state)
+                  : xstrdup(msg);
         size_t n = strlen(s);
         while (n > 0 && s[n - 1] == '\n')
                 s[--n] = '\0';

@@ -160,7 +160,9 @@ static int wait_file(Cli *c, const char *name, long long after)
         while (r < 0) {
                 char *err = NULL;
                 PGresult *res = db_query(c->conn, &err,
-                        "SELECT f.id, f.state, count(k.*) FILTER (WHERE k.state = 'done'), f.chunks, "
+                        "SELECT f.id, CASE WHEN f.state = 'loading' AND f.deferred_key IS NOT NULL "
+                        "  AND count(k.*) FILTER (WHERE k.state <> 'done') = 0 THEN 'building the key of products' "
+                        "  ELSE f.state END, count(k.*) FILTER (WHERE k.state = 'done'), f.chunks, "
                         " coalesce(sum(k.rows_loaded), 0), coalesce(sum(k.rows_rejected), 0), "
                         " coalesce(sum(k.rows_superseded), 0), f.aggregated_at IS NOT NULL, coalesce(f.error, '') "
                         "FROM ingest.files f LEFT JOIN ingest.chunks k ON k.file_id = f.id "

@@ -36,6 +36,11 @@ typedef struct Job {
         Buf scratch;               /* probe keys, then the rows to COPY */
         Buf *rejects;
         char *update_sql;          /* set once the staging table for updates exists */
+        bool bulk;                 /* products' key is deferred: rows go straight in (apply_bulk.c) */
+        Buf uncertain;             /* ... rows whose key the lookahead could not rule out further on */
+        size_t uncertain_max;
+        uint64_t deferred;         /* ... and how many of them went to ingest.deferred_rows */
+        bool key_built;            /* the chunk could not load with the key deferred and built it */
         bool sorted;               /* applied by the sorted path (see choose_path) */
         bool new_rows;             /* ... as new rows, without looking keys up */
         bool waited;               /* the lane's previous chunk has committed */
@@ -61,6 +66,9 @@ int job_copy_end(Job *j);
  * valid rows go to flush in pieces of about flush_at bytes, rejects (lane 0)
  * to rejects. 0 or flush's error. */
 int job_load_rows(Job *j, Buf *rows, Buf *rejects, size_t flush_at, LoaderFlush flush);
+/* For an ingest file, notes where the chunk's keys occur last in the file
+ * (j->later), once; job_load_rows calls it. */
+void job_note_later(Job *j);
 /* A first load can copy rows as new without asking products about every
  * key: the file is an ingest file and the lookahead knows every key of the
  * chunk, so no key repeats within the file; whether products has any of them
@@ -83,3 +91,8 @@ int job_wait_predecessor(Job *j);
  * -ECANCELED when the wait gave up, other <0 for a failure to retry. */
 int apply_in_batches(Job *j, Buf *rejects);
 int apply_sorted(Job *j, Buf *rejects);
+/* While products' key is deferred (j->bulk): the rows straight into products.
+ * A chunk that cannot tell which rows to send builds the key (clearing
+ * j->bulk, the rejects and the counts) and returns 0 for the caller to apply
+ * it another way. */
+int apply_bulk(Job *j, Buf *rejects);

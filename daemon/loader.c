@@ -6,6 +6,7 @@
 #include "loader.h"
 #include "csv.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,8 +130,10 @@ unsigned loader_lane(const char *p, size_t n, bool quoted, unsigned lanes)
         return h % lanes;
 }
 
-static void put_row(Buf *b, const CsvRecord *rec, const Header *h)
+static void put_row(Buf *b, const CsvRecord *rec, const LoaderInput *in)
 {
+        const Header *h = in->header;
+
         for (int c = 0; c < N_COLUMNS; c++) {
                 int i = h->index[c];
                 if (i < 0)
@@ -139,8 +142,13 @@ static void put_row(Buf *b, const CsvRecord *rec, const Header *h)
                         copy_text_put(b, rec->fields[i].ptr, rec->fields[i].len, rec->fields[i].quoted);
                 put_char(b, '\t');
         }
-        put_number(b, rec->line, '\t');
-        put_number(b, rec->offset, '\n');
+        if (in->version_tail) {
+                put_number(b, (uint64_t)in->file_id, '\t');
+                put_number(b, rec->line, '\n');
+        } else {
+                put_number(b, rec->line, '\t');
+                put_number(b, rec->offset, '\n');
+        }
 }
 
 /* A pass over [from, to) of the file that yields what a chunk of in->lane
@@ -240,22 +248,38 @@ static void drop_ahead(const LoaderInput *in, uint64_t offset)
                 madvise((char *)in->map + from, (size_t)(in->file_end - from), MADV_DONTNEED);
 }
 
+typedef enum Later { LATER_NONE, LATER_SUPERSEDES, LATER_UNKNOWN } Later;
+
 /* Does a later row of the file have rec's key? The table only hints (a hash
  * and an offset); the record found there is parsed, must load (the checks of
- * record_problem and UTF-8), and its key is compared. */
-static bool superseded_later(const LoaderInput *in, const CsvRecord *rec, CsvReader *r, unsigned *checks)
+ * record_problem and UTF-8), and its key is compared. The table's entry for a
+ * key of the chunk is at least the key's own offset, and every later row of
+ * the key raises it: an entry equal to the row's offset means none follows.
+ * No entry (a full table), or another key's row at the entry (two keys share
+ * it), leaves the question open. */
+static Later later_row(const LoaderInput *in, const CsvRecord *rec, CsvReader *r, unsigned *checks)
 {
         uint64_t last = lookahead_last(in->later, key_hash(rec, in));
         CsvRecord other;
         char tmp[96];
 
-        if (last <= rec->offset || last >= in->file_end)
-                return false;
+        if (last == rec->offset)
+                return LATER_NONE;
+        if (last < rec->offset || last >= in->file_end)
+                return LATER_UNKNOWN;
         if (++*checks % CHECKS_PER_DROP == 0)
                 drop_ahead(in, rec->offset);
         csv_reader_init(r, in->map + last, in->file_end - last, last, 1, in->max_field);
-        return csv_next(r, &other) && !record_problem(&other, in->header, tmp, sizeof tmp) &&
-               same_key(rec, &other, in);
+        bool same = csv_next(r, &other) && !record_problem(&other, in->header, tmp, sizeof tmp) &&
+                    same_key(rec, &other, in);
+        return same ? LATER_SUPERSEDES : LATER_UNKNOWN;
+}
+
+/* Where a row goes that is not superseded: the rows, or, when the lookahead
+ * could not tell and the caller keeps such rows apart, the uncertain ones. */
+static Buf *row_sink(const LoaderInput *in, Buf *rows, Later later)
+{
+        return later == LATER_UNKNOWN && in->uncertain ? in->uncertain : rows;
 }
 
 int loader_run(const LoaderInput *in, Buf *rows, Buf *rejects, size_t flush_at,
@@ -275,14 +299,20 @@ int loader_run(const LoaderInput *in, Buf *rows, Buf *rejects, size_t flush_at,
                         loader_add_reject(rejects, in->file_id, in->chunk_no, rec.line, rec.offset, why,
                                           in->map + rec.offset, rec.len);
                         counts.rejected++;
-                } else if (in->later && superseded_later(in, &rec, other, &checks)) {
-                        counts.superseded++;
-                } else {
-                        put_row(rows, &rec, in->header);
-                        counts.rows++;
-                        if (rows->len >= flush_at)
-                                err = flush(rows, ud);
+                        continue;
                 }
+                Later later = in->later ? later_row(in, &rec, other, &checks) : LATER_UNKNOWN;
+                if (later == LATER_SUPERSEDES) {
+                        counts.superseded++;
+                        continue;
+                }
+                Buf *sink = row_sink(in, rows, later);
+                put_row(sink, &rec, in);
+                counts.rows++;
+                if (sink == in->uncertain && sink->len > in->uncertain_max)
+                        err = -ENOSPC;
+                else if (rows->len >= flush_at)
+                        err = flush(rows, ud);
         }
         if (err == 0 && rows->len > 0)
                 err = flush(rows, ud);

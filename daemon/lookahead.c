@@ -19,6 +19,15 @@ void lookahead_init(Lookahead *la, size_t keys, size_t max_bytes)
                            .max_used = slots / 4 * 3 };
 }
 
+size_t lookahead_capacity(size_t max_bytes)
+{
+        size_t slots = 16;
+
+        while (slots * 2 * sizeof(uint64_t) <= max_bytes)
+                slots *= 2;
+        return slots / 4 * 3;
+}
+
 void lookahead_free(Lookahead *la)
 {
         free(la->slot);

@@ -21,6 +21,10 @@ typedef struct Lookahead {
         bool incomplete;        /* some key found no room: not every later row is known */
 } Lookahead;
 
+/* The memory of a worker's table: ~1.5M keys, a 10M-row file's chunk at the
+ * default max_ranges. */
+#define LOOKAHEAD_BYTES (16u << 20)
+
 /* A table for about `keys` keys, at most max_bytes of memory. */
 void lookahead_init(Lookahead *la, size_t keys, size_t max_bytes);
 void lookahead_free(Lookahead *la);
@@ -29,3 +33,5 @@ void lookahead_free(Lookahead *la);
 void lookahead_note(Lookahead *la, uint64_t hash, uint64_t offset, bool add);
 /* The largest offset noted for the hash, 0 when none. */
 uint64_t lookahead_last(const Lookahead *la, uint64_t hash);
+/* The most keys a table of at most max_bytes holds. */
+size_t lookahead_capacity(size_t max_bytes);

@@ -1,14 +1,16 @@
 /* main.c - ingestd's command line: the supervisor (default), --check-config,
  * and the internal child roles the supervisor execs (--worker, --aggregate,
- * --aggregate-fold). */
+ * --aggregate-fold, --build-key). */
 #include "aggregate.h"
 #include "config.h"
 #include "db.h"
+#include "deferkey.h"
 #include "log.h"
 #include "supervisor.h"
 #include "util.h"
 #include "worker.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +48,31 @@ static int run_aggregate(const Config *cfg, AggregateMode mode)
         return r < 0 ? EX_TEMPFAIL : 0;
 }
 
+/* One transaction: the key, the deferred rows, the file's mark. */
+static int run_build_key(const Config *cfg, const char *arg)
+{
+        char *end, *err = NULL;
+        long long file_id = strtoll(arg, &end, 10);
+        double t0 = now_monotonic();
+
+        if (*end || file_id <= 0) {
+                log_msg(LOG_ERR, "--build-key needs FILE_ID");
+                return EX_USAGE;
+        }
+        PGconn *c = db_connect(cfg->conninfo, &err);
+        int r = c ? db_exec(c, &err, "BEGIN", 0, NULL) : -EIO;
+        if (r == 0)
+                r = db_end(c, deferkey_build(c, file_id, cfg->key, &err) < 0 ? -EIO : 0, &err);
+        if (r < 0)
+                log_msg(LOG_ERR, "products: cannot build the primary key deferred by file %lld: %s", file_id, err);
+        else
+                log_msg(LOG_INFO, "products: primary key built in %.2f s, after the first load of file %lld",
+                        now_monotonic() - t0, file_id);
+        free(err);
+        PQfinish(c);
+        return r < 0 ? EX_TEMPFAIL : 0;
+}
+
 static int run_worker(const Config *cfg, char **args)
 {
         char *end;
@@ -70,6 +97,7 @@ int main(int argc, char **argv)
                 { "worker", no_argument, NULL, 'W' },
                 { "aggregate", no_argument, NULL, 'A' },
                 { "aggregate-fold", no_argument, NULL, 'F' },
+                { "build-key", no_argument, NULL, 'K' },
                 { 0 } };
         const char *path = CONFIG_DEFAULT_PATH;
         char mode = 'S', *err = NULL;
@@ -83,11 +111,12 @@ int main(int argc, char **argv)
                 case 'd': log_set_level(LOG_DEBUG); break;
                 case 'h': usage(stdout); return 0;
                 case 'V': puts("ingestd " PACKAGE_VERSION); return 0;
-                case 'C': case 'W': case 'A': case 'F': mode = (char)o; break;
+                case 'C': case 'W': case 'A': case 'F': case 'K': mode = (char)o; break;
                 default: usage(stderr); return EX_USAGE;
                 }
         }
-        if ((mode == 'W' && argc - optind != 3) || (mode != 'W' && optind != argc)) {
+        int args = mode == 'W' ? 3 : mode == 'K' ? 1 : 0;
+        if (argc - optind != args) {
                 usage(stderr);
                 return EX_USAGE;
         }
@@ -105,6 +134,7 @@ int main(int argc, char **argv)
         case 'W': o = run_worker(cfg, argv + optind); break;
         case 'A': o = run_aggregate(cfg, AGGREGATE_FULL); break;
         case 'F': o = run_aggregate(cfg, AGGREGATE_FOLD); break;
+        case 'K': o = run_build_key(cfg, argv[optind]); break;
         default: return supervisor_run(cfg, path);
         }
         config_free(cfg);

@@ -3,6 +3,7 @@
  * concurrent start-ups do not race. */
 #include "schema.h"
 #include "db.h"
+#include "deferkey.h"
 #include "util.h"
 
 #include <errno.h>
@@ -26,6 +27,11 @@ static int check_key(PGconn *c, KeyMode key, char **ret_error)
         if (!res)
                 return -EIO;
         const char *have = PQgetisnull(res, 0, 0) ? "(none)" : PQgetvalue(res, 0, 0);
+        /* a first load that defers the key is resumed and builds it */
+        if (PQgetisnull(res, 0, 0) && (r = deferkey_pending(c, ret_error)) != 0) {
+                PQclear(res);
+                return r < 0 ? r : 0;
+        }
         if (strcmp(have, want) != 0) {
                 *ret_error = xasprintf("table products has primary key (%s) but the configuration says "
                                        "key = \"%s\"", have, want);

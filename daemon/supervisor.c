@@ -13,7 +13,9 @@
 #include "aggregate.h"
 #include "backoff.h"
 #include "db.h"
+#include "deferkey.h"
 #include "log.h"
+#include "lookahead.h"
 #include "registry.h"
 #include "schema.h"
 #include "util.h"
@@ -39,9 +41,10 @@
 #define TICK_MS 250
 #define CONNECT_RETRY 2.0
 #define RESCAN_RETRY 2.0
+#define KEY_RETRY 5.0
 
 typedef enum SupState { SUP_CONNECTING, SUP_RUNNING, SUP_STOPPING } SupState;
-typedef enum ChildType { CHILD_CHUNK, CHILD_AGGREGATE } ChildType;
+typedef enum ChildType { CHILD_CHUNK, CHILD_AGGREGATE, CHILD_KEY } ChildType;
 
 typedef struct Child {
         pid_t pid;
@@ -75,7 +78,7 @@ typedef struct Supervisor {
         PGconn *conn;
         Child *children;
         size_t n_children, cap_children;
-        double next_connect, rescan_at, next_aggregate, next_watchdog;
+        double next_connect, rescan_at, next_aggregate, next_watchdog, key_retry_at;
         bool aggregate_wanted;
         uint64_t watchdog_usec;
         char *last_db_error;
@@ -299,6 +302,60 @@ static void spawn_aggregate(Supervisor *s, AggregateMode mode)
         add_child(s, (Child){ pid, CHILD_AGGREGATE, -1, -1 });
 }
 
+/* products' deferred key (deferkey.h) is built by a child: at 10M rows it
+ * takes seconds, and the loop must keep answering. */
+static void spawn_key(Supervisor *s, int64_t file_id)
+{
+        char ids[32];
+        snprintf(ids, sizeof ids, "%" PRId64, file_id);
+        char *argv[] = { "ingestd", "-c", (char *)s->config_path, "--build-key", ids,
+                         log_get_level() >= LOG_DEBUG ? "--debug" : NULL, NULL };
+        int go = -1;
+        pid_t pid = spawn(s, argv, &go);
+
+        if (pid < 0) {
+                log_msg(LOG_ERR, "fork: %s", strerror((int)-pid));
+                return;
+        }
+        release(go, true);
+        add_child(s, (Child){ pid, CHILD_KEY, file_id, -1 });
+}
+
+/* True while a file whose chunks are over (all done, or the file failed)
+ * still defers products' key: it is built before anything else loads. */
+static bool key_first(Supervisor *s)
+{
+        char *err = NULL;
+        PGresult *res = db_query(s->conn, &err,
+                "SELECT f.id, f.path FROM ingest.files f WHERE f.deferred_key IS NOT NULL AND (f.state <> 'loading' "
+                "  OR NOT EXISTS (SELECT 1 FROM ingest.chunks c WHERE c.file_id = f.id AND c.state <> 'done')) "
+                "ORDER BY f.id LIMIT 1", 0, NULL);
+
+        if (!res) {
+                db_lost(s, "scheduling", err);
+                return true;
+        }
+        bool pending = PQntuples(res) == 1;
+        if (pending && count_children(s, CHILD_KEY) == 0 && now_monotonic() >= s->key_retry_at) {
+                spawn_key(s, strtoll(PQgetvalue(res, 0, 0), NULL, 10));
+                notify_status(s, "building products' primary key after %s", PQgetvalue(res, 0, 1));
+        }
+        PQclear(res);
+        return pending;
+}
+
+/* Before the file's first chunk: a first load defers products' key. */
+static void decide_key(Supervisor *s, int64_t file_id, const char *path)
+{
+        char *err = NULL;
+        int r = deferkey_decide(s->conn, file_id, s->cfg->defer_key, lookahead_capacity(LOOKAHEAD_BYTES), &err);
+
+        if (r < 0)
+                db_lost(s, "deciding on products' key", err);
+        else if (r > 0)
+                log_msg(LOG_INFO, "%s: products is empty: its primary key is built once, after the rows", path);
+}
+
 static void maybe_aggregate(Supervisor *s)
 {
         double now = now_monotonic();
@@ -347,8 +404,11 @@ static bool schedule_file(Supervisor *s, int64_t file_id, const char *path, int 
 static void schedule(Supervisor *s)
 {
         char *err = NULL;
+
+        if (key_first(s))
+                return;
         PGresult *res = db_query(s->conn, &err,
-                "SELECT id, path, chunks, count(c.*) FILTER (WHERE c.state <> 'done'), "
+                "SELECT id, path, chunks, count(c.*) FILTER (WHERE c.state <> 'done'), f.key_decided, "
                 " coalesce(sum(c.rows_loaded + c.rows_rejected + c.rows_superseded) "
                 "          FILTER (WHERE c.state = 'done'), 0) "
                 "   / greatest(extract(epoch FROM now() - f.started_at), 0.001) "
@@ -367,9 +427,12 @@ static void schedule(Supervisor *s)
         int64_t id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
         char *path = xstrdup(PQgetvalue(res, 0, 1));
         int total = atoi(PQgetvalue(res, 0, 2)), left = atoi(PQgetvalue(res, 0, 3));
-        double rate = atof(PQgetvalue(res, 0, 4));
+        bool decided = strcmp(PQgetvalue(res, 0, 4), "t") == 0;
+        double rate = atof(PQgetvalue(res, 0, 5));
         PQclear(res);
-        if (left > 0 && schedule_file(s, id, path, total, rate)) {
+        if (left > 0 && !decided)
+                decide_key(s, id, path);
+        if (!s->conn || (left > 0 && schedule_file(s, id, path, total, rate))) {
                 free(path);
                 return;
         }
@@ -499,6 +562,14 @@ static void reap(Supervisor *s)
         while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
                 if (!take_child(s, pid, &c))
                         continue;
+                if (c.type == CHILD_KEY) {
+                        if (status != 0) {
+                                log_msg(LOG_WARNING, "building products' primary key failed (status %d); "
+                                        "trying again in %.0f s", status, KEY_RETRY);
+                                s->key_retry_at = now_monotonic() + KEY_RETRY;
+                        }
+                        continue;
+                }
                 if (c.type == CHILD_AGGREGATE) {
                         if (status != 0)
                                 log_msg(LOG_WARNING, "aggregate refresh failed (status %d); will try again", status);

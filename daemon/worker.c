@@ -44,9 +44,9 @@ static int lock_chunk(Job *j)
         PGresult *res = db_query(j->conn, &j->error,
                 "SELECT c.state, c.start_offset, c.end_offset, c.first_line, f.kind, c.lane, f.lanes, "
                 "       CASE WHEN f.size > 0 THEN f.data_rows * (c.end_offset - c.start_offset) / f.size / f.lanes "
-                "            ELSE f.data_rows END "
+                "            ELSE f.data_rows END, f.deferred_key IS NOT NULL "
                 "FROM ingest.chunks c JOIN ingest.files f ON f.id = c.file_id "
-                "WHERE c.file_id = $1 AND c.no = $2 FOR UPDATE OF c", 2, p);
+                "WHERE c.file_id = $1 AND c.no = $2 FOR UPDATE OF c FOR KEY SHARE OF f", 2, p);
         int r;
 
         if (!res)
@@ -64,6 +64,7 @@ static int lock_chunk(Job *j)
         j->lane = atoi(PQgetvalue(res, 0, 5));
         j->lanes = atoi(PQgetvalue(res, 0, 6));
         j->rows_estimate = strtoull(PQgetvalue(res, 0, 7), NULL, 10);
+        j->bulk = j->kind == KIND_INGEST && strcmp(PQgetvalue(res, 0, 8), "t") == 0;
         PQclear(res);
         return r;
 }
@@ -119,9 +120,27 @@ static int open_file(Job *j)
         return header_parse(map, j->map_size, j->kind, j->cfg->key, &j->header, &j->error);
 }
 
-/* Memory for the keys of the lookahead: 16 MiB hold ~1.5M keys, a 10M-row
- * file's chunk at the default max_ranges. */
-#define LOOKAHEAD_BYTES (16u << 20)
+
+static LoaderInput loader_input(Job *j)
+{
+        return (LoaderInput){ j->map, j->range.start, j->range.end, j->range.first_line, &j->header,
+                              j->cfg->max_field, j->file_id, j->chunk_no, (unsigned)j->lane, (unsigned)j->lanes,
+                              j->cfg->key, NULL, j->map_size, .version_tail = j->bulk,
+                              .uncertain = j->bulk ? &j->uncertain : NULL, .uncertain_max = j->uncertain_max };
+}
+
+void job_note_later(Job *j)
+{
+        if (j->kind != KIND_INGEST || j->later.slot)
+                return;
+        double t = now_monotonic();
+        LoaderInput in = loader_input(j);
+        /* a table no larger than needed stays in the CPU's caches; a file
+         * whose rows are unevenly long still has room to spare */
+        lookahead_init(&j->later, j->rows_estimate + j->rows_estimate / 2 + 1024, LOOKAHEAD_BYTES);
+        loader_note_keys(&in, &j->later);
+        j->t_lookahead = now_monotonic() - t;
+}
 
 /* An ingest file's row that a later row of the same key supersedes is not
  * sent at all (see lookahead.h): the chunk first notes where its keys occur
@@ -129,19 +148,9 @@ static int open_file(Job *j)
  * every row: one with an unknown key is a reject each time it occurs. */
 int job_load_rows(Job *j, Buf *rows, Buf *rejects, size_t flush_at, LoaderFlush flush)
 {
-        LoaderInput in = { j->map, j->range.start, j->range.end, j->range.first_line, &j->header,
-                           j->cfg->max_field, j->file_id, j->chunk_no, (unsigned)j->lane, (unsigned)j->lanes,
-                           j->cfg->key, NULL, j->map_size };
-
-        if (j->kind == KIND_INGEST) {
-                double t = now_monotonic();
-                /* a table no larger than needed stays in the CPU's caches; a
-                 * file whose rows are unevenly long still has room to spare */
-                lookahead_init(&j->later, j->rows_estimate + j->rows_estimate / 2 + 1024, LOOKAHEAD_BYTES);
-                loader_note_keys(&in, &j->later);
-                in.later = &j->later;
-                j->t_lookahead = now_monotonic() - t;
-        }
+        job_note_later(j);
+        LoaderInput in = loader_input(j);
+        in.later = j->later.slot ? &j->later : NULL;
         return loader_run(&in, rows, rejects, flush_at, flush, j, &j->counts);
 }
 
@@ -266,9 +275,11 @@ static int load_chunk(Job *j)
         }
         double t0 = now_monotonic();
         r = open_file(j);
-        if (r == 0)
+        if (r == 0 && j->bulk)
+                r = apply_bulk(j, &rejects);
+        if (r == 0 && !j->bulk)
                 r = choose_path(j);
-        if (r == 0)
+        if (r == 0 && !j->bulk)
                 r = j->sorted ? apply_sorted(j, &rejects) : apply_in_batches(j, &rejects);
         if (r == -ECANCELED) {
                 buf_free(&rejects);
@@ -325,17 +336,23 @@ int worker_run(const Config *cfg, int64_t file_id, int chunk_no, const char *pat
         batch_free(&j.batch);
         lookahead_free(&j.later);
         buf_free(&j.scratch);
+        buf_free(&j.uncertain);
         free(j.update_sql);
         if (status == WORKER_DONE) {
                 struct rusage ru;
                 getrusage(RUSAGE_SELF, &ru);
                 /* the supervisor logs the outcome: journald cannot always tell the
                  * unit of a process that exits right after logging */
-                char how[64];
-                if (j.sorted)
-                        snprintf(how, sizeof how, "sorted%s", j.new_rows ? ", as new rows" : "");
+                char how[128];
+                int n = j.key_built ? snprintf(how, sizeof how, "products' deferred key built first, ") : 0;
+                size_t left = sizeof how - (size_t)n;
+                if (j.bulk)
+                        snprintf(how + n, left, "straight into products, key deferred, %" PRIu64 " rows deferred",
+                                 j.deferred);
+                else if (j.sorted)
+                        snprintf(how + n, left, "sorted%s", j.new_rows ? ", as new rows" : "");
                 else
-                        snprintf(how, sizeof how, "in batches, %u of %u new without a full probe", j.new_batches,
+                        snprintf(how + n, left, "in batches, %u of %u new without a full probe", j.new_batches,
                                  j.batches);
                 log_ctx(LOG_DEBUG, (LogCtx){ registry_dropped_name(path), file_id, chunk_no, (long long)j.loaded, "done" },
                         "chunk %d: %" PRIu64 " loaded, %" PRIu64 " rejected, %" PRIu64 " superseded; %s; "

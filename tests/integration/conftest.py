@@ -190,13 +190,31 @@ NO_DAC = ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_
 # The two ways a worker applies a chunk (see daemon/job.h): in batches from the
 # worker, or sorted in the server once products' key index is large. Tests of
 # exact results run both; "1" byte makes every chunk take the sorted path.
-APPLY_PATHS = {"batches": "", "sorted": 'sorted_apply_above = "1";\n'}
+# How chunks apply: with products' key (in batches, or sorted in the server),
+# or, on a first load into an empty products, straight into the table with
+# the key built afterwards ("deferred"; later files then take batches).
+APPLY_PATHS = {"batches": "defer_key = false;\n", "sorted": 'sorted_apply_above = "1";\ndefer_key = false;\n',
+               "deferred": ""}
 apply_paths = pytest.mark.parametrize("path", sorted(APPLY_PATHS))
+keyed_paths = pytest.mark.parametrize("path", ["batches", "sorted"])
+TOOK = {"batches": "; in batches, ", "sorted": "; sorted", "deferred": "; straight into products, key deferred"}
+
+
+def primary_key(d):
+    """products' primary key columns ("sku" or "sku,name"), or None while it
+    is deferred."""
+    rows = query(d.conninfo,
+                 "SELECT string_agg(a.attname, ',' ORDER BY k.ord) FROM pg_index i "
+                 "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(att, ord) "
+                 "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.att "
+                 "WHERE i.indrelid = 'products'::regclass AND i.indisprimary")
+    return rows[0][0]
 
 
 def assert_apply_path(d, path):
-    """Every chunk of the daemon (started with debug=True) took the path."""
+    """Every chunk of the daemon (started with debug=True) took the path (a
+    deferred first load: some chunk did, and none was sorted)."""
     log = d.log_text()
-    took = {"batches": "; in batches, ", "sorted": "; sorted"}
-    assert took[path] in log, log[-2000:]
-    assert all(took[p] not in log for p in took if p != path), log[-2000:]
+    assert TOOK[path] in log, log[-2000:]
+    others = [TOOK["sorted"]] if path == "deferred" else [TOOK[p] for p in TOOK if p != path]
+    assert all(t not in log for t in others), log[-2000:]

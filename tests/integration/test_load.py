@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from conftest import APPLY_PATHS, apply_paths, assert_apply_path, generate, query
+from conftest import APPLY_PATHS, TOOK, apply_paths, assert_apply_path, generate, keyed_paths, query
 from model import Model, write_csv
 
 
@@ -202,7 +202,7 @@ def outside_insert_while_loading(d, src, sku):
     return query(d.conninfo, "SELECT max(attempts) FROM ingest.chunks WHERE file_id = %s", (file_id,))[0][0]
 
 
-@apply_paths
+@keyed_paths
 def test_outside_insert_of_a_loading_key_retries_the_chunk(daemon, tmp_path, path):
     """Products already holds most keys of the file, so every key is probed.
     Another session inserts a new sku of the file and commits while the chunk
@@ -225,7 +225,7 @@ def test_outside_insert_of_a_loading_key_retries_the_chunk(daemon, tmp_path, pat
     assert " 0 of 1 new without a full probe" in d.log_text() or path == "sorted"
 
 
-@apply_paths
+@keyed_paths
 def test_outside_insert_into_a_first_load_is_looked_up_again(daemon, tmp_path, path):
     """A first load copies rows as new without looking up every key (a sample
     of keys is not in products). When an outside session inserts a key of the
@@ -246,7 +246,7 @@ def test_outside_insert_into_a_first_load_is_looked_up_again(daemon, tmp_path, p
     assert (" 0 of 1 new without a full probe" in log) if path == "batches" else ("; sorted;" in log), log[-2000:]
 
 
-@apply_paths
+@keyed_paths
 def test_first_load_copies_new_rows_and_equals_the_model(daemon, tmp_path, path):
     """On a first load every chunk takes the new-rows way (the lookahead drops
     the rows a later one supersedes, across byte ranges), and the tables and

@@ -3,7 +3,7 @@ the load from ingest.chunks without redoing committed chunks."""
 import signal
 import time
 
-from conftest import generate, query
+from conftest import generate, primary_key, query
 from model import Model
 
 
@@ -31,6 +31,7 @@ def interrupted_load(daemon, tmp_path, sig):
     time.sleep(0.5)
     assert d.workers_alive() == []              # workers died with (or before) the supervisor
     before = committed(d)
+    assert primary_key(d) is None               # a first load: the key is deferred, and resumed so
     total = query(d.conninfo, "SELECT chunks FROM ingest.files")[0][0]
     assert 20 <= len(before) < total
     d.start()
@@ -46,6 +47,7 @@ def interrupted_load(daemon, tmp_path, sig):
     m.ingest(src)
     assert d.products() == m.table()
     assert d.aggregate() == m.aggregate()
+    assert primary_key(d) == "sku"
     [f] = d.status()
     assert f["rows_loaded"] == len(m.products)
     assert f["rows_loaded"] + f["rows_superseded"] == 40000

@@ -6,11 +6,13 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "loader.h"
+#include "lookahead.h"
 #include "planner.h"
 
 static void test_lane_follows_the_value(void **state)
@@ -106,12 +108,55 @@ static void test_lanes_partition_a_chunk(void **state)
         }
 }
 
+/* A table with room for 12 keys, 20 keys in the chunk and the first one
+ * again at the end: the 8 keys without room go apart (the lookahead cannot
+ * tell whether they occur again), the first row of the repeated key is
+ * superseded, and rows end in the file's id and their line. Past
+ * uncertain_max the loader stops. */
+static void test_rows_the_lookahead_cannot_settle_go_apart(void **state)
+{
+        (void)state;
+        Buf data = { 0 }, rows = { 0 }, rejects = { 0 }, uncertain = { 0 };
+        char line[64];
+        Header h;
+        char *err = NULL;
+        Lookahead la;
+        LoadCounts counts = { 0 };
+
+        buf_append(&data, "sku,name,description\n", 21);
+        for (int i = 0; i <= 20; i++)
+                buf_append(&data, line, (size_t)snprintf(line, sizeof line, "k%d,N%d,D\n", i % 20, i));
+        assert_int_equal(header_parse(data.data, data.len, KIND_INGEST, KEY_SKU, &h, &err), 0);
+        LoaderInput in = { data.data, h.data_offset, data.len, h.data_line, &h, 1000, 7, 1, 0, 1, KEY_SKU, &la,
+                           data.len, .version_tail = true, .uncertain = &uncertain, .uncertain_max = 1 << 20 };
+        lookahead_init(&la, 1, 16 * sizeof(uint64_t));
+        loader_note_keys(&in, &la);
+        assert_true(la.incomplete);
+        assert_int_equal(loader_run(&in, &rows, &rejects, SIZE_MAX, count_rows, NULL, &counts), 0);
+        assert_int_equal(counts.superseded, 1);
+        assert_int_equal(counts.rows, 20);
+        assert_int_equal(lines_in(&uncertain), 8);
+        assert_int_equal(lines_in(&rows), 12);
+        const char *first = "k1\tN1\tD\t7\t3\n", *apart = "k12\tN12\tD\t7\t14\n";
+        assert_memory_equal(rows.data, first, strlen(first));
+        assert_memory_equal(uncertain.data, apart, strlen(apart));
+        rows.len = uncertain.len = 0;
+        in.uncertain_max = 10;
+        assert_int_equal(loader_run(&in, &rows, &rejects, SIZE_MAX, count_rows, NULL, &counts), -ENOSPC);
+        lookahead_free(&la);
+        buf_free(&data);
+        buf_free(&rows);
+        buf_free(&rejects);
+        buf_free(&uncertain);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_lane_follows_the_value),
                 cmocka_unit_test(test_lanes_are_balanced),
                 cmocka_unit_test(test_lanes_partition_a_chunk),
+                cmocka_unit_test(test_rows_the_lookahead_cannot_settle_go_apart),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
