@@ -203,26 +203,46 @@ static int sample_found(Job *j)
  * all (one the sample missed, or an outside writer's) fails the COPY: this
  * batch and the rest of the chunk then take the full probe. -EEXIST = take
  * the full probe. */
+/* Every row of the batch (sorted by key) as an insert, by COPY. */
+static int copy_as_new(Job *j, BatchCounts *n)
+{
+        batch_classify(&j->batch, NULL, 0, &j->rules, n);
+        j->scratch.len = 0;
+        batch_put_inserts(&j->batch, j->file_id, &j->scratch);
+        return n->inserts ? job_copy_rows(j, insert_sql, &j->scratch) : 0;
+}
+
 static int copy_new_rows(Job *j)
 {
         BatchCounts n = { 0 };
-        Buf *out = &j->scratch;
         int r = sample_found(j);
 
         if (r != 0)
                 return r < 0 ? r : -EEXIST;
         j->new_rows_left--;
-        batch_classify(&j->batch, NULL, 0, &j->rules, &n);
-        out->len = 0;
-        batch_put_inserts(&j->batch, j->file_id, out);
         if ((r = job_new_rows_begin(j)) == 0)
-                r = job_new_rows_end(j, job_copy_rows(j, insert_sql, out));
+                r = job_new_rows_end(j, copy_as_new(j, &n));
         if (r == -EEXIST)
                 j->new_rows_left = 0;
         if (r == 0) {
                 add_counts(j, &n);
                 j->new_batches++;
-                r = record_deltas(j, NULL, out);
+                r = record_deltas(j, NULL, &j->scratch);
+        }
+        return r;
+}
+
+/* products' key is deferred (apply_bulk.c): the batch goes in as it is; its
+ * sort by key leaves the heap in sorted runs, which later loads' lookups in
+ * key order read page by page. No deltas: the load asks for a recount. */
+static int copy_deferred(Job *j)
+{
+        BatchCounts n = { 0 };
+        int r = copy_as_new(j, &n);
+
+        if (r == 0) {
+                add_counts(j, &n);
+                j->new_batches++;
         }
         return r;
 }
@@ -238,7 +258,9 @@ static int apply_batch(Job *j, Buf *rows)
         }
         batch_dedup(&j->batch, j->cfg->key);
         j->batches++;
-        if (j->new_rows_left > 0)
+        if (j->bulk)
+                r = copy_deferred(j);
+        else if (j->new_rows_left > 0)
                 r = copy_new_rows(j);
         if (r == -EEXIST)
                 r = probe_and_apply(j);
@@ -253,7 +275,7 @@ static int batch_ready(Buf *rows, void *ud)
         Job *j = ud;
         int r;
 
-        if (!j->waited) {
+        if (!j->waited && !j->bulk) {
                 double t = now_monotonic();
                 r = job_wait_predecessor(j);
                 j->t_wait = now_monotonic() - t;
@@ -290,7 +312,7 @@ int apply_in_batches(Job *j, Buf *rejects)
                                           j->header.index[COL_DESCRIPTION] >= 0 } };
         if (r == 0)
                 r = job_load_rows(j, &rows, rejects, BATCH_BYTES, batch_ready);
-        if (r == 0 && !j->waited)    /* no rows in our lane: still in order */
+        if (r == 0 && !j->waited && !j->bulk)    /* no rows in our lane: still in order */
                 r = batch_ready(&rows, j);
         buf_free(&rows);
         return r;

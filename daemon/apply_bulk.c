@@ -1,15 +1,16 @@
 /* apply_bulk.c - the path of a chunk while products' primary key is deferred
  * over a first load (deferkey.h): the rows go by COPY straight into the bare
- * table. No statement looks a key up (there is no index to do it with), so
- * the chunk must know that it sends each key once: its lookahead knows every
- * key of the chunk, a row whose key occurs again further on is not sent, and
- * key lanes hold disjoint keys. The rows the lookahead cannot settle (two keys
- * sharing an entry of its table: a handful in 10M rows) are kept in
- * ingest.deferred_rows and applied when the key is built; so are the rows of
- * keys that found no room in a full table (a chunk with far more rows than
- * its share). Past UNCERTAIN_MAX of them the chunk rolls its copy back, builds
- * the key itself and takes the ordinary path. The supervisor defers the key
- * only for files whose chunks fit the table (deferkey_decide). */
+ * table, in batches sorted by key (apply_batches.c). No statement looks a key
+ * up (there is no index to do it with), so the chunk must know that it sends
+ * each key once: its lookahead knows every key of the chunk, a row whose key
+ * occurs again further on is not sent, and key lanes hold disjoint keys. The
+ * rows the lookahead cannot settle (two keys sharing an entry of its table: a
+ * handful in 10M rows) are kept in ingest.deferred_rows and applied when the
+ * key is built; so are the rows of keys that found no room in a full table (a
+ * chunk with far more rows than its share). Past UNCERTAIN_MAX of them the
+ * chunk rolls back to before its rows, builds the key itself and takes the
+ * ordinary path. The supervisor defers the key only for files whose chunks
+ * fit the table (deferkey_decide). */
 #include "job.h"
 #include "db.h"
 #include "deferkey.h"
@@ -18,10 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define COPY_FLUSH (256u << 10)     /* COPY data goes out in pieces of this size */
 #define UNCERTAIN_MAX (1u << 20)    /* ~5k rows the lookahead could not settle */
-
-static const char copy_products[] = "COPY public.products (sku, name, description, file_seq, line) FROM STDIN";
 
 static int store_uncertain(Job *j)
 {
@@ -32,44 +30,21 @@ static int store_uncertain(Job *j)
                 return 0;
         for (size_t i = 0; i < j->uncertain.len; i++)   /* COPY text escapes a row's own newlines */
                 j->deferred += j->uncertain.data[i] == '\n';
+        j->rows += j->deferred;        /* loaded, unless the key's build finds a newer row */
+        j->distinct += j->deferred;
         r = db_exec(j->conn, &j->error,
-                    "CREATE TEMP TABLE uncertain ON COMMIT DROP AS SELECT sku, name, description, file_seq, line "
-                    "FROM ingest.deferred_rows WITH NO DATA", 0, NULL);
+                    "CREATE TEMP TABLE uncertain ON COMMIT DROP AS SELECT sku, name, description, line, "
+                    "line AS byte_offset FROM ingest.deferred_rows WITH NO DATA", 0, NULL);
         if (r == 0)
                 r = job_copy_rows(j, "COPY pg_temp.uncertain FROM STDIN", &j->uncertain);
         if (r == 0)
                 r = db_exec(j->conn, &j->error,
                             "INSERT INTO ingest.deferred_rows (file_id, chunk_no, sku, name, description, file_seq, line) "
-                            "SELECT $1, $2, sku, name, description, file_seq, line FROM pg_temp.uncertain", 2, p);
+                            "SELECT $1, $2, sku, name, description, $1, line FROM pg_temp.uncertain", 2, p);
         return r;
 }
 
-/* The rows into products, the uncertain ones into ingest.deferred_rows, and
- * a request for products_agg's recount (a first load changes every name).
- * -ENOSPC: the chunk cannot tell which rows it may send. */
-static int copy_rows(Job *j, Buf *rejects)
-{
-        Buf rows = { 0 };
-        int r;
-
-        r = job_copy_begin(j, copy_products);
-        if (r == 0) {
-                r = job_load_rows(j, &rows, rejects, COPY_FLUSH, job_copy_flush);
-                if (r == 0 || r == -ENOSPC) {   /* ended either way; the caller rolls an overflow back */
-                        int e = job_copy_end(j);
-                        r = r < 0 ? r : e;
-                }
-        }
-        buf_free(&rows);
-        if (r == 0)
-                r = store_uncertain(j);
-        if (r == 0 && j->counts.rows > 0)
-                r = db_exec(j->conn, &j->error, "INSERT INTO ingest.agg_delta (name, delta) VALUES (NULL, 0)",
-                            0, NULL);
-        return r;
-}
-
-/* Back to before the copy, with the key built in this transaction. */
+/* Back to before the rows, with the key built in this transaction. */
 static int take_key(Job *j, Buf *rejects)
 {
         int r = db_exec(j->conn, &j->error, "ROLLBACK TO SAVEPOINT bulk", 0, NULL);
@@ -77,6 +52,9 @@ static int take_key(Job *j, Buf *rejects)
         rejects->len = 0;
         j->uncertain.len = 0;
         j->counts = (LoadCounts){ 0 };
+        j->rows = j->distinct = 0;
+        j->batches = j->new_batches = 0;
+        j->t_apply = 0;
         if (r == 0)
                 r = deferkey_build(j->conn, j->file_id, j->cfg->key, &j->error);
         j->bulk = false;
@@ -84,17 +62,21 @@ static int take_key(Job *j, Buf *rejects)
         return r < 0 ? r : 0;
 }
 
+/* The rows into products, the uncertain ones into ingest.deferred_rows, and
+ * a request for products_agg's recount (a first load changes every name). */
 int apply_bulk(Job *j, Buf *rejects)
 {
-        double t = now_monotonic();
         int r = db_exec(j->conn, &j->error, "SAVEPOINT bulk", 0, NULL);
 
         j->uncertain_max = UNCERTAIN_MAX;
         if (r == 0)
-                r = copy_rows(j, rejects);
+                r = apply_in_batches(j, rejects);
         if (r == -ENOSPC)
                 return take_key(j, rejects);
-        j->rows = j->distinct = j->counts.rows;
-        j->t_apply = now_monotonic() - t - j->t_lookahead;
+        if (r == 0)
+                r = store_uncertain(j);
+        if (r == 0 && j->counts.rows > 0)
+                r = db_exec(j->conn, &j->error, "INSERT INTO ingest.agg_delta (name, delta) VALUES (NULL, 0)",
+                            0, NULL);
         return r;
 }

@@ -130,10 +130,8 @@ unsigned loader_lane(const char *p, size_t n, bool quoted, unsigned lanes)
         return h % lanes;
 }
 
-static void put_row(Buf *b, const CsvRecord *rec, const LoaderInput *in)
+static void put_row(Buf *b, const CsvRecord *rec, const Header *h)
 {
-        const Header *h = in->header;
-
         for (int c = 0; c < N_COLUMNS; c++) {
                 int i = h->index[c];
                 if (i < 0)
@@ -142,13 +140,8 @@ static void put_row(Buf *b, const CsvRecord *rec, const LoaderInput *in)
                         copy_text_put(b, rec->fields[i].ptr, rec->fields[i].len, rec->fields[i].quoted);
                 put_char(b, '\t');
         }
-        if (in->version_tail) {
-                put_number(b, (uint64_t)in->file_id, '\t');
-                put_number(b, rec->line, '\n');
-        } else {
-                put_number(b, rec->line, '\t');
-                put_number(b, rec->offset, '\n');
-        }
+        put_number(b, rec->line, '\t');
+        put_number(b, rec->offset, '\n');
 }
 
 /* A pass over [from, to) of the file that yields what a chunk of in->lane
@@ -307,7 +300,7 @@ int loader_run(const LoaderInput *in, Buf *rows, Buf *rejects, size_t flush_at,
                         continue;
                 }
                 Buf *sink = row_sink(in, rows, later);
-                put_row(sink, &rec, in);
+                put_row(sink, &rec, in->header);
                 counts.rows++;
                 if (sink == in->uncertain && sink->len > in->uncertain_max)
                         err = -ENOSPC;

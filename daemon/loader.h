@@ -31,7 +31,6 @@ typedef struct LoaderInput {
         KeyMode key;
         const Lookahead *later; /* where keys occur last (loader_note_keys), or NULL */
         uint64_t file_end;      /* the end of the file's data, for checking a later row */
-        bool version_tail;      /* rows end in file_id and line (products' file_seq, line), not line and offset */
         Buf *uncertain;         /* with later: rows the lookahead cannot rule out a later row for go here */
         size_t uncertain_max;   /* ... and past this many bytes loader_run stops with -ENOSPC */
 } LoaderInput;
@@ -42,8 +41,7 @@ typedef struct LoaderInput {
  * and not staged; with in->uncertain, a row whose key the lookahead could not
  * rule out further on (no room in its table, or two keys sharing an entry)
  * goes there instead of to rows (it is counted in rows).
- * Staging rows are "sku\tname\tdescription\tline\toffset\n" (absent columns as \N;
- * "...\tfile_id\tline\n" with in->version_tail);
+ * Staging rows are "sku\tname\tdescription\tline\toffset\n" (absent columns as \N);
  * reject rows are "file_id\tchunk\tline\toffset\treason\traw-as-bytea\n". */
 int loader_run(const LoaderInput *in, Buf *rows, Buf *rejects, size_t flush_at,
                LoaderFlush flush, void *ud, LoadCounts *ret);

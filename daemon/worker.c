@@ -125,7 +125,7 @@ static LoaderInput loader_input(Job *j)
 {
         return (LoaderInput){ j->map, j->range.start, j->range.end, j->range.first_line, &j->header,
                               j->cfg->max_field, j->file_id, j->chunk_no, (unsigned)j->lane, (unsigned)j->lanes,
-                              j->cfg->key, NULL, j->map_size, .version_tail = j->bulk,
+                              j->cfg->key, NULL, j->map_size,
                               .uncertain = j->bulk ? &j->uncertain : NULL, .uncertain_max = j->uncertain_max };
 }
 
@@ -347,8 +347,8 @@ int worker_run(const Config *cfg, int64_t file_id, int chunk_no, const char *pat
                 int n = j.key_built ? snprintf(how, sizeof how, "products' deferred key built first, ") : 0;
                 size_t left = sizeof how - (size_t)n;
                 if (j.bulk)
-                        snprintf(how + n, left, "straight into products, key deferred, %" PRIu64 " rows deferred",
-                                 j.deferred);
+                        snprintf(how + n, left, "straight into products, key deferred, %u batches, %" PRIu64
+                                 " rows deferred", j.batches, j.deferred);
                 else if (j.sorted)
                         snprintf(how + n, left, "sorted%s", j.new_rows ? ", as new rows" : "");
                 else
