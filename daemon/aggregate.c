@@ -249,10 +249,14 @@ static int refresh_once(PGconn *c, AggregateMode *ret_mode, uint64_t count_memor
                 r = db_exec(c, ret_error, "DELETE FROM ingest.agg_delta", 0, NULL);
         if (r == 0 && mode == AGGREGATE_FOLD)
                 r = db_exec(c, ret_error, fold_sql, 0, NULL);
+        /* a failed file whose deferred key is being built (deferkey.h) is
+         * locked by the build, which may wait for our lock on products: it is
+         * stamped by a later refresh */
         if (r == 0)
                 r = db_exec(c, ret_error,
-                            "UPDATE ingest.files SET aggregated_at = clock_timestamp() "
-                            "WHERE aggregated_at IS NULL AND state IN ('done', 'failed')", 0, NULL);
+                            "UPDATE ingest.files SET aggregated_at = clock_timestamp() WHERE id IN "
+                            "(SELECT id FROM ingest.files WHERE aggregated_at IS NULL AND state IN ('done', 'failed') "
+                            " FOR NO KEY UPDATE SKIP LOCKED)", 0, NULL);
         return db_end(c, r, ret_error);
 }
 

@@ -409,6 +409,7 @@ static void schedule(Supervisor *s)
                 return;
         PGresult *res = db_query(s->conn, &err,
                 "SELECT id, path, chunks, count(c.*) FILTER (WHERE c.state <> 'done'), f.key_decided, "
+                " f.deferred_key IS NOT NULL, "
                 " coalesce(sum(c.rows_loaded + c.rows_rejected + c.rows_superseded) "
                 "          FILTER (WHERE c.state = 'done'), 0) "
                 "   / greatest(extract(epoch FROM now() - f.started_at), 0.001) "
@@ -428,11 +429,13 @@ static void schedule(Supervisor *s)
         char *path = xstrdup(PQgetvalue(res, 0, 1));
         int total = atoi(PQgetvalue(res, 0, 2)), left = atoi(PQgetvalue(res, 0, 3));
         bool decided = strcmp(PQgetvalue(res, 0, 4), "t") == 0;
-        double rate = atof(PQgetvalue(res, 0, 5));
+        bool deferred = strcmp(PQgetvalue(res, 0, 5), "t") == 0;
+        double rate = atof(PQgetvalue(res, 0, 6));
         PQclear(res);
         if (left > 0 && !decided)
                 decide_key(s, id, path);
-        if (!s->conn || (left > 0 && schedule_file(s, id, path, total, rate))) {
+        /* the last chunk may have committed since key_first() looked */
+        if (!s->conn || (left > 0 && schedule_file(s, id, path, total, rate)) || (deferred && key_first(s))) {
                 free(path);
                 return;
         }
