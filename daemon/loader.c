@@ -268,13 +268,6 @@ static Later later_row(const LoaderInput *in, const CsvRecord *rec, CsvReader *r
         return same ? LATER_SUPERSEDES : LATER_UNKNOWN;
 }
 
-/* Where a row goes that is not superseded: the rows, or, when the lookahead
- * could not tell and the caller keeps such rows apart, the uncertain ones. */
-static Buf *row_sink(const LoaderInput *in, Buf *rows, Later later)
-{
-        return later == LATER_UNKNOWN && in->uncertain ? in->uncertain : rows;
-}
-
 int loader_run(const LoaderInput *in, Buf *rows, Buf *rejects, size_t flush_at,
                LoaderFlush flush, void *ud, LoadCounts *ret)
 {
@@ -299,12 +292,16 @@ int loader_run(const LoaderInput *in, Buf *rows, Buf *rejects, size_t flush_at,
                         counts.superseded++;
                         continue;
                 }
-                Buf *sink = row_sink(in, rows, later);
-                put_row(sink, &rec, in->header);
                 counts.rows++;
-                if (sink == in->uncertain && sink->len > in->uncertain_max)
-                        err = -ENOSPC;
-                else if (rows->len >= flush_at)
+                /* a row the lookahead could not settle, when the caller keeps those apart */
+                if (later == LATER_UNKNOWN && in->uncertain) {
+                        put_row(in->uncertain, &rec, in->header);
+                        if (in->uncertain->len > in->uncertain_max)
+                                err = -ENOSPC;
+                        continue;
+                }
+                put_row(rows, &rec, in->header);
+                if (rows->len >= flush_at)
                         err = flush(rows, ud);
         }
         if (err == 0 && rows->len > 0)

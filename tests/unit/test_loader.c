@@ -55,7 +55,7 @@ static LoadCounts load_lane(const char *data, unsigned lane, unsigned lanes, Buf
 
         assert_int_equal(header_parse(data, strlen(data), KIND_INGEST, KEY_SKU, &h, &err), 0);
         LoaderInput in = { data, h.data_offset, strlen(data), h.data_line, &h, 1000, 1, 1, lane, lanes, KEY_SKU, NULL,
-                           strlen(data) };
+                           strlen(data), NULL, 0 };
         assert_int_equal(loader_run(&in, rows, rejects, SIZE_MAX, count_rows, NULL, &counts), 0);
         return counts;
 }

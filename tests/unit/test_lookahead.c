@@ -193,7 +193,7 @@ static bool check_chunk(const File *f, size_t from, size_t to, unsigned lane, un
         uint64_t start = f->rec[from].offset, end = to < f->n ? f->rec[to].offset : f->text.len;
 
         assert_int_equal(header_parse(f->text.data, f->text.len, KIND_INGEST, key, &h, &err), 0);
-        LoaderInput in = { f->text.data, start, end, 2, &h, 1000, 1, 1, lane, lanes, key, NULL, f->text.len };
+        LoaderInput in = { f->text.data, start, end, 2, &h, 1000, 1, 1, lane, lanes, key, NULL, f->text.len, NULL, 0 };
         lookahead_init(&la, 1u << 16, max_bytes);
         loader_note_keys(&in, &la);
         in.later = &la;
@@ -283,7 +283,7 @@ static void test_loader_checks_the_later_record(void **state)
         Lookahead la;
 
         assert_int_equal(header_parse(data, strlen(data), KIND_INGEST, KEY_SKU, &h, &err), 0);
-        LoaderInput in = { data, h.data_offset, b_at, 2, &h, 1000, 1, 1, 0, 1, KEY_SKU, &la, strlen(data) };
+        LoaderInput in = { data, h.data_offset, b_at, 2, &h, 1000, 1, 1, 0, 1, KEY_SKU, &la, strlen(data), NULL, 0 };
         for (int collide = 0; collide <= 1; collide++) {
                 lookahead_init(&la, 10, 1 << 20);
                 lookahead_note(&la, sku_hash("a"), collide ? b_at : a2_at, true);
