@@ -522,9 +522,15 @@ static void log_chunk_done(Supervisor *s, const Child *c)
         PQclear(res);
 }
 
+/* A child's exit status, or minus the signal that killed it. */
+static int exit_code(int status)
+{
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+}
+
 static void chunk_exited(Supervisor *s, const Child *c, int status)
 {
-        int code = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status), attempts;
+        int code = exit_code(status), attempts;
         LogCtx ctx = { NULL, c->file_id, c->chunk_no, -1, NULL };
 
         if (!s->conn)
@@ -567,15 +573,16 @@ static void reap(Supervisor *s)
                         continue;
                 if (c.type == CHILD_KEY) {
                         if (status != 0) {
-                                log_msg(LOG_WARNING, "building products' primary key failed (status %d); "
-                                        "trying again in %.0f s", status, KEY_RETRY);
+                                log_msg(LOG_WARNING, "building products' primary key failed (exit %d); "
+                                        "trying again in %.0f s", exit_code(status), KEY_RETRY);
                                 s->key_retry_at = now_monotonic() + KEY_RETRY;
                         }
                         continue;
                 }
                 if (c.type == CHILD_AGGREGATE) {
                         if (status != 0)
-                                log_msg(LOG_WARNING, "aggregate refresh failed (status %d); will try again", status);
+                                log_msg(LOG_WARNING, "aggregate refresh failed (exit %d); will try again",
+                                        exit_code(status));
                         s->aggregate_wanted = s->aggregate_wanted || status != 0;
                         continue;
                 }
