@@ -197,12 +197,6 @@ static int sample_found(Job *j)
                              "SELECT EXISTS (SELECT 1 FROM public.products WHERE sku = ANY($1::text[]))", 1, p);
 }
 
-/* A first load (see job_may_copy_new_rows): a probe of a few keys spread
- * over the batch says whether products has any of them; if not, the batch is
- * copied as inserts without asking about the rest. A key products has after
- * all (one the sample missed, or an outside writer's) fails the COPY: this
- * batch and the rest of the chunk then take the full probe. -EEXIST = take
- * the full probe. */
 /* Every row of the batch (sorted by key) as an insert, by COPY. */
 static int copy_as_new(Job *j, BatchCounts *n)
 {
@@ -212,6 +206,12 @@ static int copy_as_new(Job *j, BatchCounts *n)
         return n->inserts ? job_copy_rows(j, insert_sql, &j->scratch) : 0;
 }
 
+/* A first load (see job_may_copy_new_rows): a probe of a few keys spread
+ * over the batch says whether products has any of them; if not, the batch is
+ * copied as inserts without asking about the rest. A key products has after
+ * all (one the sample missed, or an outside writer's) fails the COPY: this
+ * batch and the rest of the chunk then take the full probe. -EEXIST = take
+ * the full probe. */
 static int copy_new_rows(Job *j)
 {
         BatchCounts n = { 0 };

@@ -26,12 +26,10 @@ static int store_uncertain(Job *j)
         const char *p[2] = { j->ids[0], j->ids[1] };
         int r;
 
-        if (j->uncertain.len == 0)
+        if (j->counts.uncertain == 0)
                 return 0;
-        for (size_t i = 0; i < j->uncertain.len; i++)   /* COPY text escapes a row's own newlines */
-                j->deferred += j->uncertain.data[i] == '\n';
-        j->rows += j->deferred;        /* loaded, unless the key's build finds a newer row */
-        j->distinct += j->deferred;
+        j->rows += j->counts.uncertain;        /* loaded, unless the key's build finds a newer row */
+        j->distinct += j->counts.uncertain;
         r = db_exec(j->conn, &j->error,
                     "CREATE TEMP TABLE uncertain ON COMMIT DROP AS SELECT sku, name, description, line, "
                     "line AS byte_offset FROM ingest.deferred_rows WITH NO DATA", 0, NULL);

@@ -39,7 +39,6 @@ typedef struct Job {
         bool bulk;                 /* products' key is deferred: rows go straight in (apply_bulk.c) */
         Buf uncertain;             /* ... rows whose key the lookahead could not rule out further on */
         size_t uncertain_max;
-        uint64_t deferred;         /* ... and how many of them went to ingest.deferred_rows */
         bool key_built;            /* the chunk could not load with the key deferred and built it */
         bool sorted;               /* applied by the sorted path (see choose_path) */
         bool new_rows;             /* ... as new rows, without looking keys up */
@@ -66,9 +65,6 @@ int job_copy_end(Job *j);
  * valid rows go to flush in pieces of about flush_at bytes, rejects (lane 0)
  * to rejects. 0 or flush's error. */
 int job_load_rows(Job *j, Buf *rows, Buf *rejects, size_t flush_at, LoaderFlush flush);
-/* For an ingest file, notes where the chunk's keys occur last in the file
- * (j->later), once; job_load_rows calls it. */
-void job_note_later(Job *j);
 /* A first load can copy rows as new without asking products about every
  * key: the file is an ingest file and the lookahead knows every key of the
  * chunk, so no key repeats within the file; whether products has any of them

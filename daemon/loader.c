@@ -296,6 +296,7 @@ int loader_run(const LoaderInput *in, Buf *rows, Buf *rejects, size_t flush_at,
                 /* a row the lookahead could not settle, when the caller keeps those apart */
                 if (later == LATER_UNKNOWN && in->uncertain) {
                         put_row(in->uncertain, &rec, in->header);
+                        counts.uncertain++;
                         if (in->uncertain->len > in->uncertain_max)
                                 err = -ENOSPC;
                         continue;

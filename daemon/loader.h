@@ -13,6 +13,7 @@ typedef struct LoadCounts {
         uint64_t rows;       /* valid rows sent to staging */
         uint64_t rejected;   /* rows sent to rejects */
         uint64_t superseded; /* rows not sent: a later row of the file has their key */
+        uint64_t uncertain;  /* of rows, those that went to in->uncertain */
 } LoadCounts;
 
 /* Called whenever the staging buffer holds at least `flush_at` bytes and at

@@ -283,14 +283,9 @@ static void spawn_chunk(Supervisor *s, int64_t file_id, int no, const char *path
         free(full);
 }
 
-/* The timer recounts (it also catches changes made outside ingestd); after a
- * load the chunks' recorded deltas are folded in, which costs only the names
- * the load changed. */
-static void spawn_aggregate(Supervisor *s, AggregateMode mode)
+/* A child that has nothing to claim first: spawned, released, recorded. */
+static void start_child(Supervisor *s, char *const argv[], Child c)
 {
-        char *argv[] = { "ingestd", "-c", (char *)s->config_path,
-                         mode == AGGREGATE_FULL ? "--aggregate" : "--aggregate-fold",
-                         log_get_level() >= LOG_DEBUG ? "--debug" : NULL, NULL };
         int go = -1;
         pid_t pid = spawn(s, argv, &go);
 
@@ -299,7 +294,20 @@ static void spawn_aggregate(Supervisor *s, AggregateMode mode)
                 return;
         }
         release(go, true);
-        add_child(s, (Child){ pid, CHILD_AGGREGATE, -1, -1 });
+        c.pid = pid;
+        add_child(s, c);
+}
+
+/* The timer recounts (it also catches changes made outside ingestd); after a
+ * load the chunks' recorded deltas are folded in, which costs only the names
+ * the load changed. */
+static void spawn_aggregate(Supervisor *s, AggregateMode mode)
+{
+        char *argv[] = { "ingestd", "-c", (char *)s->config_path,
+                         mode == AGGREGATE_FULL ? "--aggregate" : "--aggregate-fold",
+                         log_get_level() >= LOG_DEBUG ? "--debug" : NULL, NULL };
+
+        start_child(s, argv, (Child){ 0, CHILD_AGGREGATE, -1, -1 });
 }
 
 /* products' deferred key (deferkey.h) is built by a child: at 10M rows it
@@ -310,15 +318,8 @@ static void spawn_key(Supervisor *s, int64_t file_id)
         snprintf(ids, sizeof ids, "%" PRId64, file_id);
         char *argv[] = { "ingestd", "-c", (char *)s->config_path, "--build-key", ids,
                          log_get_level() >= LOG_DEBUG ? "--debug" : NULL, NULL };
-        int go = -1;
-        pid_t pid = spawn(s, argv, &go);
 
-        if (pid < 0) {
-                log_msg(LOG_ERR, "fork: %s", strerror((int)-pid));
-                return;
-        }
-        release(go, true);
-        add_child(s, (Child){ pid, CHILD_KEY, file_id, -1 });
+        start_child(s, argv, (Child){ 0, CHILD_KEY, file_id, -1 });
 }
 
 /* True while a file whose chunks are over (all done, or the file failed)

@@ -129,7 +129,9 @@ static LoaderInput loader_input(Job *j)
                               .uncertain = j->bulk ? &j->uncertain : NULL, .uncertain_max = j->uncertain_max };
 }
 
-void job_note_later(Job *j)
+/* For an ingest file, notes where the chunk's keys occur last in the file
+ * (j->later), once. */
+static void note_later(Job *j)
 {
         if (j->kind != KIND_INGEST || j->later.slot)
                 return;
@@ -148,7 +150,7 @@ void job_note_later(Job *j)
  * every row: one with an unknown key is a reject each time it occurs. */
 int job_load_rows(Job *j, Buf *rows, Buf *rejects, size_t flush_at, LoaderFlush flush)
 {
-        job_note_later(j);
+        note_later(j);
         LoaderInput in = loader_input(j);
         in.later = j->later.slot ? &j->later : NULL;
         return loader_run(&in, rows, rejects, flush_at, flush, j, &j->counts);
@@ -348,7 +350,7 @@ int worker_run(const Config *cfg, int64_t file_id, int chunk_no, const char *pat
                 size_t left = sizeof how - (size_t)n;
                 if (j.bulk)
                         snprintf(how + n, left, "straight into products, key deferred, %u batches, %" PRIu64
-                                 " rows deferred", j.batches, j.deferred);
+                                 " rows deferred", j.batches, j.counts.uncertain);
                 else if (j.sorted)
                         snprintf(how + n, left, "sorted%s", j.new_rows ? ", as new rows" : "");
                 else

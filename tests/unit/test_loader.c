@@ -136,6 +136,7 @@ static void test_rows_the_lookahead_cannot_settle_go_apart(void **state)
         assert_int_equal(counts.superseded, 1);
         assert_int_equal(counts.rows, 20);
         assert_int_equal(lines_in(&uncertain), 8);
+        assert_int_equal(counts.uncertain, 8);
         assert_int_equal(lines_in(&rows), 12);
         const char *first = "k1\tN1\tD\t3\t", *apart = "k12\tN12\tD\t14\t";
         assert_memory_equal(rows.data, first, strlen(first));
