@@ -46,7 +46,6 @@ CREATE TABLE IF NOT EXISTS ingest.chunks (
     attempts        integer NOT NULL DEFAULT 0,
     next_attempt    timestamptz,
     worker_pid      integer,
-    lease_until     timestamptz,
     rows_loaded     bigint NOT NULL DEFAULT 0,
     rows_rejected   bigint NOT NULL DEFAULT 0,
     rows_superseded bigint NOT NULL DEFAULT 0,
@@ -100,6 +99,13 @@ CREATE TABLE IF NOT EXISTS ingest.deferred_rows (
     file_seq        bigint NOT NULL,
     line            bigint NOT NULL
 );
+
+-- How the plan child gets on with a new file (bytes of size scanned), and
+-- which way each chunk applied its rows (batches, sorted, deferred; see ingestd(8)).
+ALTER TABLE ingest.files ADD COLUMN IF NOT EXISTS planned_bytes bigint NOT NULL DEFAULT 0;
+ALTER TABLE ingest.chunks ADD COLUMN IF NOT EXISTS apply_path text;
+-- written and never read before: claims get an owner and a lease with several nodes
+ALTER TABLE ingest.chunks DROP COLUMN IF EXISTS lease_until;
 
 CREATE TABLE IF NOT EXISTS public.products_agg (
     name            text COLLATE "C" PRIMARY KEY,   -- byte order: see products

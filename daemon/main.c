@@ -1,11 +1,13 @@
 /* main.c - ingestd's command line: the supervisor (default), --check-config,
- * and the internal child roles the supervisor execs (--worker, --aggregate,
- * --aggregate-fold, --build-key). */
+ * and the internal child roles the supervisor execs (--worker, --plan,
+ * --aggregate, --aggregate-fold, --build-key). */
 #include "aggregate.h"
 #include "config.h"
 #include "db.h"
 #include "deferkey.h"
 #include "log.h"
+#include "outcome.h"
+#include "planfile.h"
 #include "supervisor.h"
 #include "util.h"
 #include "worker.h"
@@ -83,7 +85,19 @@ static int run_worker(const Config *cfg, char **args)
                 log_msg(LOG_ERR, "--worker needs FILE_ID CHUNK PATH");
                 return EX_USAGE;
         }
-        return worker_run(cfg, file_id, (int)chunk, args[2]);
+        return outcome_exit_code(worker_run(cfg, file_id, (int)chunk, args[2]));
+}
+
+static int run_plan(const Config *cfg, const char *arg)
+{
+        char *end;
+        long long file_id = strtoll(arg, &end, 10);
+
+        if (*end || file_id <= 0) {
+                log_msg(LOG_ERR, "--plan needs FILE_ID");
+                return EX_USAGE;
+        }
+        return outcome_exit_code(planfile_run(cfg, file_id));
 }
 
 int main(int argc, char **argv)
@@ -98,6 +112,7 @@ int main(int argc, char **argv)
                 { "aggregate", no_argument, NULL, 'A' },
                 { "aggregate-fold", no_argument, NULL, 'F' },
                 { "build-key", no_argument, NULL, 'K' },
+                { "plan", no_argument, NULL, 'P' },
                 { 0 } };
         const char *path = CONFIG_DEFAULT_PATH;
         char mode = 'S', *err = NULL;
@@ -111,11 +126,11 @@ int main(int argc, char **argv)
                 case 'd': log_set_level(LOG_DEBUG); break;
                 case 'h': usage(stdout); return 0;
                 case 'V': puts("ingestd " PACKAGE_VERSION); return 0;
-                case 'C': case 'W': case 'A': case 'F': case 'K': mode = (char)o; break;
+                case 'C': case 'W': case 'A': case 'F': case 'K': case 'P': mode = (char)o; break;
                 default: usage(stderr); return EX_USAGE;
                 }
         }
-        int args = mode == 'W' ? 3 : mode == 'K' ? 1 : 0;
+        int args = mode == 'W' ? 3 : mode == 'K' || mode == 'P' ? 1 : 0;
         if (argc - optind != args) {
                 usage(stderr);
                 return EX_USAGE;
@@ -135,6 +150,7 @@ int main(int argc, char **argv)
         case 'A': o = run_aggregate(cfg, AGGREGATE_FULL); break;
         case 'F': o = run_aggregate(cfg, AGGREGATE_FOLD); break;
         case 'K': o = run_build_key(cfg, argv[optind]); break;
+        case 'P': o = run_plan(cfg, argv[optind]); break;
         default: return supervisor_run(cfg, path);
         }
         config_free(cfg);

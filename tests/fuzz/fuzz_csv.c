@@ -61,12 +61,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 size_t nw = parse(buf, p.header.data_offset, len, p.header.data_line, whole, len + 1);
                 size_t np = 0;
                 uint64_t at = p.header.data_offset;
-                for (size_t c = 0; c < p.n_chunks; c++) {
-                        if (p.chunks[c].start != at || p.chunks[c].end <= p.chunks[c].start)
+                for (size_t c = 0; c < p.n_ranges; c++) {
+                        if (p.ranges[c].start != at || p.ranges[c].end <= p.ranges[c].start)
                                 abort(); /* chunks must tile the data part */
-                        np += parse(buf, p.chunks[c].start, p.chunks[c].end, p.chunks[c].first_line,
+                        np += parse(buf, p.ranges[c].start, p.ranges[c].end, p.ranges[c].first_line,
                                     part + np, len + 1 - np);
-                        at = p.chunks[c].end;
+                        at = p.ranges[c].end;
                 }
                 if (at != len || np != nw)
                         abort(); /* the property: same records... */

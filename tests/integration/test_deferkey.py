@@ -7,7 +7,7 @@ import time
 
 import psycopg2
 
-from conftest import TOOK, generate, primary_key, query
+from conftest import apply_paths_taken, generate, path_kind, primary_key, query
 from model import Model, write_csv
 
 
@@ -46,15 +46,16 @@ def test_first_load_defers_the_key_and_later_files_use_it(daemon, tmp_path):
     check(d, m)
     log = d.log_text()
     chunks = d.status()[0]["chunks"]
-    assert chunks >= 6 and log.count(TOOK["deferred"]) == chunks, log[-3000:]
+    assert chunks >= 6 and apply_paths_taken(d) == ["deferred"] * chunks, apply_paths_taken(d)
     assert "products is empty: its primary key is built once, after the rows" in log
     assert "products: primary key built in" in log
     d.drop(second)                                  # products is not empty: the key stays
     m.ingest(second)
     check(d, m)
     log = d.log_text()
-    assert log.count("products is empty") == 1 and log.count(TOOK["deferred"]) == chunks
-    assert TOOK["batches"] in log
+    first_id, second_id = (f["id"] for f in d.status())
+    assert log.count("products is empty") == 1 and apply_paths_taken(d, first_id) == ["deferred"] * chunks
+    assert {path_kind(p) for p in apply_paths_taken(d, second_id)} == {"batches"}
 
 
 def test_composite_key_is_deferred_and_built(daemon, tmp_path):
@@ -64,7 +65,7 @@ def test_composite_key_is_deferred_and_built(daemon, tmp_path):
     m = Model("sku,name")
     m.ingest(src)
     check(d, m, key="sku,name")
-    assert TOOK["deferred"] in d.log_text()
+    assert "deferred" in apply_paths_taken(d)
 
 
 def test_busy_products_keeps_the_key(daemon, tmp_path):
@@ -79,8 +80,8 @@ def test_busy_products_keeps_the_key(daemon, tmp_path):
     m = Model()
     m.ingest(src)
     check(d, m)
-    log = d.log_text()
-    assert TOOK["deferred"] not in log and TOOK["batches"] in log, log[-3000:]
+    kinds = {path_kind(p) for p in apply_paths_taken(d)}
+    assert kinds == {"batches"}, kinds
 
 
 def lane_zero_file(path, description):
@@ -119,7 +120,7 @@ def test_too_many_uncertain_rows_build_the_key_in_their_chunk(daemon, tmp_path):
     m = Model()
     m.ingest(src)
     check(d, m)
-    assert "products' deferred key built first, in batches" in d.log_text(), d.log_text()[-3000:]
+    assert any(p.startswith("key+batches") for p in apply_paths_taken(d)), apply_paths_taken(d)
 
 
 def colliding_skus():

@@ -180,3 +180,12 @@ void buf_free(Buf *b)
         free(b->data);
         *b = (Buf){0};
 }
+
+const char *dropped_name(const char *path)
+{
+        const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path, *p = base;
+
+        while (*p >= '0' && *p <= '9')
+                p++;
+        return p > base && *p == '-' ? p + 1 : base;
+}

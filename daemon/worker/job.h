@@ -28,7 +28,7 @@ typedef struct Job {
         const char *map;           /* the file's image (see open_file), and its size */
         size_t map_size;
         Header header;
-        PlanChunk range;
+        ByteRange range;
         LoadCounts counts;
         BatchRules rules;
         Batch batch;

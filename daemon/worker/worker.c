@@ -10,8 +10,9 @@
 #include "db.h"
 #include "job.h"
 #include "log.h"
+#include "outcome.h"
 #include "planner.h"
-#include "registry.h"
+#include "state.h"
 #include "util.h"
 
 #include <errno.h>
@@ -32,7 +33,7 @@ static void on_term(int sig) { (void)sig; stop_requested = 1; }
 
 static LogCtx job_ctx(const Job *j)
 {
-        return (LogCtx){ registry_dropped_name(j->path), j->file_id, j->chunk_no, -1, NULL };
+        return (LogCtx){ dropped_name(j->path), j->file_id, j->chunk_no, -1, NULL };
 }
 
 /* Locks our chunk row. Returns 1 when there is work, 0 when already done. A
@@ -56,7 +57,7 @@ static int lock_chunk(Job *j)
                 PQclear(res);
                 return -ENOENT;
         }
-        r = strcmp(PQgetvalue(res, 0, 0), "done") != 0;
+        r = strcmp(PQgetvalue(res, 0, 0), STATE_DONE) != 0;
         j->range.start = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
         j->range.end = strtoull(PQgetvalue(res, 0, 2), NULL, 10);
         j->range.first_line = strtoull(PQgetvalue(res, 0, 3), NULL, 10);
@@ -99,21 +100,23 @@ static int open_file(Job *j)
         int fd = open(j->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 
         if (fd < 0 || fstat(fd, &st) < 0) {
-                j->error = xasprintf("%s: %s", j->path, strerror(errno));
+                int e = errno;
+                j->error = xasprintf("%s: %s", j->path, strerror(e));
                 if (fd >= 0)
                         close(fd);
-                return -ENOENT;
+                return -e;
         }
         if ((uint64_t)st.st_size < j->range.end) {
                 j->error = xasprintf("%s: file is shorter than when it was planned", j->path);
                 close(fd);
-                return -ENOENT;
+                return -EINVAL;
         }
         const char *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        int e = errno;
         close(fd);
         if (map == MAP_FAILED) {
-                j->error = xasprintf("%s: mmap: %s", j->path, strerror(errno));
-                return -ENOENT;
+                j->error = xasprintf("%s: mmap: %s", j->path, strerror(e));
+                return -e;
         }
         j->map = map;
         j->map_size = (size_t)st.st_size;
@@ -205,8 +208,8 @@ int job_wait_predecessor(Job *j)
                         PQclear(res);
                         return -EIO;
                 }
-                bool done = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "done") == 0;
-                bool failed = PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 1), "failed") == 0;
+                bool done = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), STATE_DONE) == 0;
+                bool failed = PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 1), STATE_FAILED) == 0;
                 PQclear(res);
                 if (done)
                         return 1;
@@ -245,35 +248,44 @@ static int store_rejects(Job *j, Buf *rejects)
         return r == 0 ? job_copy_end(j) : r;
 }
 
-static int mark_done(Job *j)
+/* What ingest.chunks.apply_path records: the path ("deferred", "batches",
+ * "sorted"); "-new" when all its rows were copied as new without a full probe
+ * ("-partly-new": some batches); "key+" first when the chunk built the
+ * deferred key before it applied its rows. */
+static const char *apply_path(const Job *j, char *buf, size_t size)
 {
-        char l[32], s[32], rj[32];
-        const char *p[5] = { j->ids[0], j->ids[1], l, rj, s };
+        const char *path = j->bulk ? "deferred" : j->sorted ? "sorted" : "batches";
+        const char *how = "";
 
-        snprintf(l, sizeof l, "%" PRIu64, j->loaded);
-        snprintf(rj, sizeof rj, "%" PRIu64, j->rejected);
-        snprintf(s, sizeof s, "%" PRIu64, j->superseded);
-        return db_exec(j->conn, &j->error,
-                "UPDATE ingest.chunks SET state = 'done', rows_loaded = $3, rows_rejected = $4, "
-                "rows_superseded = $5, finished_at = now(), error = NULL "
-                "WHERE file_id = $1 AND no = $2", 5, p);
+        if (!j->bulk && (j->sorted ? j->new_rows : j->new_batches > 0))
+                how = j->sorted || j->new_batches == j->batches ? "-new" : "-partly-new";
+        snprintf(buf, size, "%s%s%s", j->key_built ? "key+" : "", path, how);
+        return buf;
 }
 
-/* The whole transaction. Returns a worker exit status. */
-static int load_chunk(Job *j)
+static int mark_done(Job *j)
+{
+        ChunkRows rows = { j->loaded, j->rejected, j->superseded };
+        char path[32];
+
+        return chunk_done(j->conn, j->file_id, j->chunk_no, &rows, apply_path(j, path, sizeof path), &j->error);
+}
+
+/* The whole transaction. */
+static Outcome load_chunk(Job *j)
 {
         Buf rejects = { 0 };
         int r;
 
         if (db_exec(j->conn, &j->error, "BEGIN", 0, NULL) < 0 ||
             db_exec(j->conn, &j->error, "SET LOCAL lock_timeout = '5s'", 0, NULL) < 0)
-                return WORKER_RETRY;
+                return OUTCOME_RETRY;
         r = lock_chunk(j);
         if (r > 0 && db_exec(j->conn, &j->error, "SET LOCAL lock_timeout = 0", 0, NULL) < 0)
                 r = -EIO;
         if (r <= 0) {
                 PQclear(PQexec(j->conn, r == 0 ? "COMMIT" : "ROLLBACK"));
-                return r == 0 ? WORKER_DONE : r == -ENOENT ? WORKER_BAD_FILE : WORKER_RETRY;
+                return r == 0 ? OUTCOME_DONE : r == -ENOENT ? OUTCOME_BAD_FILE : OUTCOME_RETRY;
         }
         double t0 = now_monotonic();
         r = open_file(j);
@@ -286,7 +298,7 @@ static int load_chunk(Job *j)
         if (r == -ECANCELED) {
                 buf_free(&rejects);
                 PQclear(PQexec(j->conn, "ROLLBACK"));
-                return WORKER_NOT_RUN;
+                return OUTCOME_NOT_RUN;
         }
         j->loaded = j->distinct - j->outranked - j->superseding;
         j->superseded = j->rows - j->distinct + j->outranked + j->superseding + j->counts.superseded;
@@ -302,26 +314,22 @@ static int load_chunk(Job *j)
         j->t_commit = now_monotonic() - t1;
         buf_free(&rejects);
         if (r == 0)
-                return WORKER_DONE;
+                return OUTCOME_DONE;
         PQclear(PQexec(j->conn, "ROLLBACK"));
-        return r == -ENOENT || r == -EINVAL ? WORKER_BAD_FILE : WORKER_RETRY;
+        return outcome_of_errno(r);
 }
 
 static void record_error(Job *j)
 {
-        const char *p[3] = { j->ids[0], j->ids[1], j->error };
-
-        if (!j->error || db_connection_lost(j->conn))
-                return;
-        PQclear(PQexecParams(j->conn, "UPDATE ingest.chunks SET error = $3 WHERE file_id = $1 AND no = $2",
-                             3, NULL, p, NULL, NULL, 0));
+        if (j->error && !db_connection_lost(j->conn))
+                chunk_record_error(j->conn, j->file_id, j->chunk_no, j->error, NULL);
 }
 
-int worker_run(const Config *cfg, int64_t file_id, int chunk_no, const char *path)
+Outcome worker_run(const Config *cfg, int64_t file_id, int chunk_no, const char *path)
 {
         Job j = { .cfg = cfg, .file_id = file_id, .chunk_no = chunk_no, .path = path };
         struct sigaction sa = { .sa_handler = on_term };
-        int status;
+        Outcome status;
 
         sigaction(SIGTERM, &sa, NULL);
         snprintf(j.ids[0], sizeof j.ids[0], "%" PRId64, file_id);
@@ -330,7 +338,7 @@ int worker_run(const Config *cfg, int64_t file_id, int chunk_no, const char *pat
         if (!j.conn) {
                 log_ctx(LOG_WARNING, job_ctx(&j), "chunk %d: cannot connect: %s", chunk_no, j.error);
                 free(j.error);
-                return WORKER_RETRY;
+                return OUTCOME_RETRY;
         }
         status = load_chunk(&j);
         if (j.map)
@@ -340,7 +348,7 @@ int worker_run(const Config *cfg, int64_t file_id, int chunk_no, const char *pat
         buf_free(&j.scratch);
         buf_free(&j.uncertain);
         free(j.update_sql);
-        if (status == WORKER_DONE) {
+        if (status == OUTCOME_DONE) {
                 struct rusage ru;
                 getrusage(RUSAGE_SELF, &ru);
                 /* the supervisor logs the outcome: journald cannot always tell the
@@ -356,7 +364,7 @@ int worker_run(const Config *cfg, int64_t file_id, int chunk_no, const char *pat
                 else
                         snprintf(how + n, left, "in batches, %u of %u new without a full probe", j.new_batches,
                                  j.batches);
-                log_ctx(LOG_DEBUG, (LogCtx){ registry_dropped_name(path), file_id, chunk_no, (long long)j.loaded, "done" },
+                log_ctx(LOG_DEBUG, (LogCtx){ dropped_name(path), file_id, chunk_no, (long long)j.loaded, "done" },
                         "chunk %d: %" PRIu64 " loaded, %" PRIu64 " rejected, %" PRIu64 " superseded; %s; "
                         "lookahead %.3f s, stage %.3f s, wait %.3f s, apply %.3f s, commit %.3f s; peak RSS %ld kB",
                         chunk_no, j.loaded, j.rejected, j.superseded, how, j.t_lookahead,

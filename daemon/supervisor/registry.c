@@ -1,13 +1,15 @@
-/* registry.c - registration, planning and the final move of files. The order
- * of steps makes every crash recoverable: the files row is inserted (state
- * 'new') before the rename into processing/, the chunks are inserted together
- * with state 'loading', and the final state is committed before the rename to
+/* registry.c - registration and the final moves of files on disk; their
+ * rows change state only through state.h. The order of steps makes every
+ * crash recoverable: the files row is inserted (state new) before the rename
+ * into processing/, the plan child (planfile.h) inserts the chunks together
+ * with state loading, and the final state is committed before the rename to
  * done/ or failed/; registry_recover() completes whichever step was cut off.
  * Names on disk under processing/ are "ID-NAME" with NAME escaped to UTF-8, so
  * the database and the folder agree byte for byte. */
 #include "registry.h"
 #include "db.h"
 #include "log.h"
+#include "state.h"
 #include "util.h"
 #include "watcher.h"
 
@@ -22,34 +24,16 @@
 #include <time.h>
 #include <unistd.h>
 
-static PlanProgress plan_progress;
-static void *plan_progress_ud;
-
-void registry_set_plan_progress(PlanProgress fn, void *ud)
-{
-        plan_progress = fn;
-        plan_progress_ud = ud;
-}
-
 /* A file not registered yet: its name as found. */
 static LogCtx name_ctx(const char *name, const char *state)
 {
         return (LogCtx){ name, -1, -1, -1, state };
 }
 
-const char *registry_dropped_name(const char *path)
-{
-        const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path, *p = base;
-
-        while (*p >= '0' && *p <= '9')
-                p++;
-        return p > base && *p == '-' ? p + 1 : base;
-}
-
 /* A registered file: our own "ID-NAME" gives INGEST_FILE=NAME, INGEST_FILE_ID=ID. */
 static LogCtx path_ctx(const char *path, const char *state, long long rows)
 {
-        const char *name = path ? registry_dropped_name(path) : NULL;
+        const char *name = path ? dropped_name(path) : NULL;
         long long id = name && name != path ? strtoll(path, NULL, 10) : -1;
 
         return (LogCtx){ name, id, -1, rows, state };
@@ -113,133 +97,15 @@ static int64_t next_file_id(PGconn *c)
 }
 
 static int insert_file(PGconn *c, int64_t id, const char *name, FileKind kind, const char *path,
-                       const char *state, const char *error)
+                       const char *error)
 {
-        char ids[32];
-        const char *p[6] = { ids, name, file_kind_name(kind), path, state, error };
         char *err = NULL;
+        int r = file_register(c, id, name, kind, path, error, &err);
 
-        snprintf(ids, sizeof ids, "%" PRId64, id);
-        int r = db_exec(c, &err,
-                        "INSERT INTO ingest.files (id, name, kind, path, state, error, finished_at) "
-                        "VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $5 = 'failed' THEN now() END)", 6, p);
         if (r < 0) {
                 log_ctx(LOG_ERR, name_ctx(name, NULL), "cannot register: %s", err);
                 free(err);
         }
-        return r;
-}
-
-static int delete_file_row(PGconn *c, int64_t id)
-{
-        char ids[32];
-        const char *p[1] = { ids };
-
-        snprintf(ids, sizeof ids, "%" PRId64, id);
-        return db_exec(c, NULL, "DELETE FROM ingest.files WHERE id = $1 AND state = 'new'", 1, p);
-}
-
-/* Each byte range becomes `lanes` chunks, numbered range by range, so chunk
- * no - lanes is the previous range of the same lane. One lane per worker lets
- * the workers apply in parallel on disjoint skus; the count is fixed per file
- * because rows are assigned to lanes by it. */
-static int store_plan(PGconn *c, int64_t id, const Plan *plan, int lanes, char **ret_error)
-{
-        char ids[32], size[32], rows[32], n[32], nl[32];
-        const char *p[6] = { ids, plan->sha256, size, n, rows, nl };
-        Buf b = { 0 };
-        int r;
-
-        snprintf(ids, sizeof ids, "%" PRId64, id);
-        snprintf(size, sizeof size, "%" PRIu64, plan->size);
-        snprintf(rows, sizeof rows, "%" PRIu64, plan->data_rows);
-        snprintf(n, sizeof n, "%zu", plan->n_chunks * (size_t)lanes);
-        snprintf(nl, sizeof nl, "%d", lanes);
-        for (size_t i = 0; i < plan->n_chunks; i++) {
-                for (int lane = 0; lane < lanes; lane++) {
-                        char line[160];
-                        int len = snprintf(line, sizeof line, "%s\t%zu\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%d\n",
-                                           ids, i * (size_t)lanes + (size_t)lane + 1, plan->chunks[i].start,
-                                           plan->chunks[i].end, plan->chunks[i].first_line, lane);
-                        buf_append(&b, line, (size_t)len);
-                }
-        }
-        r = db_exec(c, ret_error, "BEGIN", 0, NULL);
-        if (r == 0) {
-                PGresult *res = PQexec(c, "COPY ingest.chunks (file_id, no, start_offset, end_offset, first_line, lane) "
-                                         "FROM STDIN");
-                r = PQresultStatus(res) == PGRES_COPY_IN ? 0 : -EIO;
-                PQclear(res);
-                if (r == 0 && (PQputCopyData(c, b.data, (int)b.len) != 1 || PQputCopyEnd(c, NULL) != 1))
-                        r = -EIO;
-                while ((res = PQgetResult(c))) {
-                        if (PQresultStatus(res) != PGRES_COMMAND_OK && r == 0) {
-                                *ret_error = db_error(c, res);
-                                r = -EIO;
-                        }
-                        PQclear(res);
-                }
-        }
-        if (r == 0)
-                r = db_exec(c, ret_error,
-                            "UPDATE ingest.files SET state = 'loading', sha256 = $2, size = $3, chunks = $4, "
-                            "data_rows = $5, lanes = $6, started_at = now() WHERE id = $1", 6, p);
-        r = db_end(c, r, ret_error);
-        if (r < 0 && !*ret_error)
-                *ret_error = db_error(c, NULL);
-        buf_free(&b);
-        return r;
-}
-
-/* chunk_size, or more for a file that would have more than max_ranges
- * ranges. Each range is applied lane by lane as one sorted pass over products'
- * key index; on a table far larger than shared_buffers every pass rereads the
- * whole index, so a big file loads faster in fewer, larger ranges (10M rows,
- * 1.7 GB, 2 lanes, chunks phase: 107 ranges 74 s, 14 ranges 58 s, 8 ranges
- * 59 s, 4 ranges 53 s, 2 ranges 52 s). */
-static uint64_t range_size(const Config *cfg, int fd)
-{
-        struct stat st;
-        uint64_t at_most = (uint64_t)(cfg->max_ranges > 0 ? cfg->max_ranges : 1);
-
-        if (fstat(fd, &st) < 0 || st.st_size <= 0)
-                return cfg->chunk_size;
-        uint64_t even = ((uint64_t)st.st_size + at_most - 1) / at_most;
-        return even > cfg->chunk_size ? even : cfg->chunk_size;
-}
-
-/* Plans processing/PATH of file `id`: bad files are failed, good ones get chunks. */
-static int plan_file(PGconn *c, const Config *cfg, int64_t id, FileKind kind, const char *path)
-{
-        char *full = registry_processing_path(cfg, path), *err = NULL;
-        int fd = open(full, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-        Plan plan = { 0 };
-        int lanes = config_workers(cfg);   /* fixed for the file from here on */
-        double t0 = now_monotonic();
-        int r = fd < 0 ? -errno : planner_plan(fd, kind, cfg->key, range_size(cfg, fd), plan_progress,
-                                                   plan_progress_ud, &plan, &err);
-
-        if (fd >= 0)
-                close(fd);
-        if (r == -EINVAL || r == -EACCES || r == -ENOENT) {
-                if (!err)
-                        err = xasprintf("cannot open: %s", strerror(-r));
-                r = registry_fail(c, cfg, id, err);
-        } else if (r < 0) {
-                log_ctx(LOG_ERR, path_ctx(path, NULL, -1), "cannot read %s: %s", full, strerror(-r));
-        } else {
-                r = store_plan(c, id, &plan, lanes, &err);
-                if (r == 0)
-                        log_ctx(LOG_INFO, path_ctx(path, "loading", (long long)plan.data_rows),
-                                "planned: %" PRIu64 " bytes, %" PRIu64 " data rows, %zu byte ranges x %d lanes (%.2f s), "
-                                "sha256 %s", plan.size, plan.data_rows, plan.n_chunks, lanes,
-                                now_monotonic() - t0, plan.sha256);
-                else
-                        log_ctx(LOG_ERR, path_ctx(path, NULL, -1), "cannot store plan: %s", err);
-        }
-        plan_done(&plan);
-        free(err);
-        free(full);
         return r;
 }
 
@@ -274,7 +140,7 @@ int registry_register(PGconn *c, const Config *cfg, FileKind kind, const char *n
         const char *what = not_regular(st.st_mode);
         if (what)
                 reason = xasprintf("not a regular file (%s); moved to failed/", what);
-        r = insert_file(c, id, shown, kind, path, reason ? "failed" : "new", reason);
+        r = insert_file(c, id, shown, kind, path, reason);
         if (r < 0)
                 goto out;
         to = xasprintf("%s/%s/%s", cfg->state, reason ? "failed" : "processing", path);
@@ -283,16 +149,15 @@ int registry_register(PGconn *c, const Config *cfg, FileKind kind, const char *n
                 log_ctx(errno == ENOENT ? LOG_INFO : LOG_ERR, name_ctx(shown, NULL),
                         "cannot move %s to %s: %s%s", from, to, strerror(errno),
                         errno == ENOENT ? "" : "; will try again");
-                delete_file_row(c, id);
+                file_forget(c, id, NULL);
                 goto out;
         }
         if (reason) {
                 log_ctx(LOG_ERR, path_ctx(path, "failed", -1), "%s: %s", shown, reason);
                 goto out;
         }
-        log_ctx(LOG_INFO, path_ctx(path, "new", -1), "registered %s file %s as #%" PRId64 " (%lld bytes)",
+        log_ctx(LOG_INFO, path_ctx(path, STATE_NEW, -1), "registered %s file %s as #%" PRId64 " (%lld bytes)",
                 file_kind_name(kind), shown, id, (long long)st.st_size);
-        r = plan_file(c, cfg, id, kind, path);
 out:
         free(from);
         free(shown);
@@ -368,20 +233,20 @@ int registry_rescan(PGconn *c, const Config *cfg, int *ret_deferred)
         return r;
 }
 
+/* A new file whose row was inserted but that never reached processing/ is
+ * forgotten: the rescan registers it again. The others are planned by the
+ * plan child (planfile.h). */
 static int recover_new_files(PGconn *c, const Config *cfg)
 {
-        PGresult *res = db_query(c, NULL, "SELECT id, kind, path FROM ingest.files WHERE state = 'new' ORDER BY id", 0, NULL);
+        PGresult *res = db_query(c, NULL, "SELECT id, path FROM ingest.files WHERE state = " SQL_STATE(STATE_NEW)
+                                          " ORDER BY id", 0, NULL);
 
         if (!res)
                 return -EIO;
         for (int i = 0; i < PQntuples(res); i++) {
-                int64_t id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
-                FileKind kind = strcmp(PQgetvalue(res, i, 1), "update") == 0 ? KIND_UPDATE : KIND_INGEST;
-                char *full = registry_processing_path(cfg, PQgetvalue(res, i, 2));
-                if (access(full, F_OK) == 0)
-                        plan_file(c, cfg, id, kind, PQgetvalue(res, i, 2));
-                else
-                        delete_file_row(c, id); /* never moved: the rescan registers it again */
+                char *full = registry_processing_path(cfg, PQgetvalue(res, i, 1));
+                if (access(full, F_OK) < 0 && errno == ENOENT)
+                        file_forget(c, strtoll(PQgetvalue(res, i, 0), NULL, 10), NULL);
                 free(full);
         }
         PQclear(res);
@@ -391,7 +256,7 @@ static int recover_new_files(PGconn *c, const Config *cfg)
 static int recover_final_moves(PGconn *c, const Config *cfg)
 {
         PGresult *res = db_query(c, NULL,
-                "SELECT path, state FROM ingest.files WHERE state IN ('done', 'failed') "
+                "SELECT path, state FROM ingest.files WHERE state IN (" SQL_STATE(STATE_DONE) ", " SQL_STATE(STATE_FAILED) ") "
                 "AND finished_at > now() - interval '7 days' ORDER BY id", 0, NULL);
 
         if (!res)
@@ -424,21 +289,6 @@ static char *file_path(PGconn *c, int64_t id)
         return path;
 }
 
-/* The totals row of a file from its chunks, and its final state. */
-static int close_file(PGconn *c, int64_t id, const char *state, const char *reason, char **ret_error)
-{
-        char ids[32];
-        const char *p[3] = { ids, state, reason };
-
-        snprintf(ids, sizeof ids, "%" PRId64, id);
-        return db_exec(c, ret_error,
-                "UPDATE ingest.files f SET state = $2, error = $3, finished_at = now(), "
-                " rows_loaded = t.l, rows_rejected = t.r, rows_superseded = t.s "
-                "FROM (SELECT coalesce(sum(rows_loaded), 0) l, coalesce(sum(rows_rejected), 0) r, "
-                "             coalesce(sum(rows_superseded), 0) s FROM ingest.chunks WHERE file_id = $1) t "
-                "WHERE f.id = $1", 3, p);
-}
-
 int registry_fail(PGconn *c, const Config *cfg, int64_t file_id, const char *reason)
 {
         char *path = file_path(c, file_id), *err = NULL;
@@ -446,9 +296,9 @@ int registry_fail(PGconn *c, const Config *cfg, int64_t file_id, const char *rea
 
         if (!path)
                 return -EIO;
-        r = close_file(c, file_id, "failed", reason, &err);
+        r = file_close(c, file_id, FILE_FAILED, reason, &err);
         if (r == 0) {
-                log_ctx(LOG_ERR, path_ctx(path, "failed", -1), "%s failed: %s", path, reason);
+                log_ctx(LOG_ERR, path_ctx(path, STATE_FAILED, -1), "%s failed: %s", path, reason);
                 move_from_processing(cfg, path, "failed");
         } else {
                 log_ctx(LOG_ERR, path_ctx(path, NULL, -1), "cannot mark failed: %s", err);
@@ -482,7 +332,7 @@ int registry_finish(PGconn *c, const Config *cfg, int64_t file_id)
                 reason = xasprintf("%lld of %.0f rows rejected (%.2f%%), above rejects.max_ratio %.2f%%; "
                                    "see: ingestctl rejects %s", rejected, rows, 100.0 * rejected / rows,
                                    100.0 * cfg->rejects_max_ratio, path);
-        r = close_file(c, file_id, reason ? "failed" : "done", reason, &err);
+        r = file_close(c, file_id, reason ? FILE_FAILED : FILE_DONE, reason, &err);
         if (r < 0)
                 goto out;
         log_ctx(reason ? LOG_ERR : LOG_INFO, path_ctx(path, reason ? "failed" : "done", loaded),

@@ -143,28 +143,26 @@ out:
 typedef struct Scan {
         Plan *plan;
         size_t cap;
-        uint64_t chunk_start, chunk_line;
+        uint64_t range_start, range_line;
 } Scan;
 
-static void plan_add_chunk(Scan *s, uint64_t end, uint64_t next_line)
+static void plan_add_range(Scan *s, uint64_t end, uint64_t next_line)
 {
         Plan *p = s->plan;
 
-        if (end == s->chunk_start)
+        if (end == s->range_start)
                 return;
-        if (p->n_chunks == s->cap) {
+        if (p->n_ranges == s->cap) {
                 s->cap = s->cap ? s->cap * 2 : 64;
-                p->chunks = xrealloc(p->chunks, s->cap * sizeof *p->chunks);
+                p->ranges = xrealloc(p->ranges, s->cap * sizeof *p->ranges);
         }
-        p->chunks[p->n_chunks++] = (PlanChunk){ s->chunk_start, end, s->chunk_line };
-        s->chunk_start = end;
-        s->chunk_line = next_line;
+        p->ranges[p->n_ranges++] = (ByteRange){ s->range_start, end, s->range_line };
+        s->range_start = end;
+        s->range_line = next_line;
 }
 
-/* Progress is what both threads have done, reported when it grows; it also
- * feeds the supervisor's watchdog. */
 /* Progress is what both the scan and the hash have done, reported when it
- * grows: it also feeds the supervisor's watchdog. */
+ * grows (the plan child stores it for STATUS and ingestctl --wait). */
 typedef struct Progress {
         PlanProgress fn;
         void *ud;
@@ -190,25 +188,23 @@ static void *hash_file(void *arg)
 {
         Hasher *h = arg;
         char *map = mmap(NULL, h->size, PROT_READ, MAP_PRIVATE, h->fd, 0);
-        Sha256 sha;
-
         if (map == MAP_FAILED) {
                 h->error = -errno;
                 atomic_store(&h->hashed, h->size);
                 return NULL;
         }
         madvise(map, h->size, MADV_SEQUENTIAL);
-        sha256_init(&sha);
+        Sha256 *sha = sha256_new();
         for (uint64_t at = 0; at < h->size; at += DROP_BEHIND) {
                 size_t n = h->size - at < DROP_BEHIND ? (size_t)(h->size - at) : DROP_BEHIND;
-                sha256_update(&sha, map + at, n);
+                sha256_update(sha, map + at, n);
                 madvise(map + at, n, MADV_DONTNEED);
                 if (at + n < h->size)
                         atomic_store_explicit(&h->hashed, at + n, memory_order_relaxed);
                 if (h->pr)
                         report(h->pr, h->size, h);
         }
-        sha256_final_hex(&sha, h->hex);
+        sha256_final_hex(sha, h->hex);
         munmap(map, h->size);
         atomic_store(&h->hashed, h->size);   /* releases hex to the waiting thread */
         return NULL;
@@ -225,10 +221,10 @@ static void report(Progress *pr, uint64_t scanned, const Hasher *h)
                 pr->reported = done;
 }
 
-static void scan_records(const char *map, Plan *p, uint64_t chunk_size, const Hasher *h, Progress *pr)
+static void scan_records(const char *map, Plan *p, uint64_t range_size, const Hasher *h, Progress *pr)
 {
         CsvReader *r = xmalloc(sizeof *r);
-        Scan s = { .plan = p, .chunk_start = p->header.data_offset, .chunk_line = p->header.data_line };
+        Scan s = { .plan = p, .range_start = p->header.data_offset, .range_line = p->header.data_line };
         uint64_t dropped = 0, page = (uint64_t)sysconf(_SC_PAGESIZE);
         CsvRecord rec;
 
@@ -239,8 +235,8 @@ static void scan_records(const char *map, Plan *p, uint64_t chunk_size, const Ha
                 uint64_t end = rec.offset + rec.len;
                 if (!rec.blank)
                         p->data_rows++;
-                if (end - s.chunk_start >= chunk_size)
-                        plan_add_chunk(&s, end, r->line);
+                if (end - s.range_start >= range_size)
+                        plan_add_range(&s, end, r->line);
                 if (end - dropped >= DROP_BEHIND) {
                         uint64_t to = end & ~(page - 1);
                         madvise((char *)map + dropped, to - dropped, MADV_DONTNEED);
@@ -248,12 +244,12 @@ static void scan_records(const char *map, Plan *p, uint64_t chunk_size, const Ha
                         dropped = to;
                 }
         }
-        plan_add_chunk(&s, p->size, r->line);
+        plan_add_range(&s, p->size, r->line);
         free(r);
 }
 
 /* The hash usually ends last: until it does, its progress is reported every
- * 50 ms, so that hashing a file of many gigabytes keeps feeding the watchdog.
+ * 50 ms, so that the progress of hashing a file of many gigabytes goes on.
  * The join returns as soon as the thread ends (a 500k-row file's hash ends
  * ~0.03 s after its scan). */
 static void wait_for_hash(pthread_t t, const Hasher *h, Progress *pr)
@@ -273,7 +269,7 @@ static void wait_for_hash(pthread_t t, const Hasher *h, Progress *pr)
         }
 }
 
-int planner_plan(int fd, FileKind kind, KeyMode key, uint64_t chunk_size, PlanProgress progress,
+int planner_plan(int fd, FileKind kind, KeyMode key, uint64_t range_size, PlanProgress progress,
                  void *ud, Plan *ret, char **ret_error)
 {
         struct stat st;
@@ -300,7 +296,7 @@ int planner_plan(int fd, FileKind kind, KeyMode key, uint64_t chunk_size, PlanPr
                         h.pr = &pr;
                         hash_file(&h);
                 }
-                scan_records(map, &p, chunk_size ? chunk_size : 1, &h, &pr);
+                scan_records(map, &p, range_size ? range_size : 1, &h, &pr);
                 if (threaded)
                         wait_for_hash(t, &h, &pr);
                 report(&pr, p.size, &h);   /* all of it */
@@ -322,7 +318,7 @@ int planner_plan(int fd, FileKind kind, KeyMode key, uint64_t chunk_size, PlanPr
 
 void plan_done(Plan *p)
 {
-        free(p->chunks);
-        p->chunks = NULL;
-        p->n_chunks = 0;
+        free(p->ranges);
+        p->ranges = NULL;
+        p->n_ranges = 0;
 }

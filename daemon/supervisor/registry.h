@@ -7,18 +7,17 @@
 #include <libpq-fe.h>
 #include <stdint.h>
 
-/* Planning a huge file takes a while: fn is called during it (see PlanProgress). */
-void registry_set_plan_progress(PlanProgress fn, void *ud);
 /* Creates processing/, done/, failed/ under paths.state and the watched folders. */
 int registry_make_dirs(const Config *cfg, char **ret_error);
-/* Registers, moves and plans one file found in a watched folder. -EAGAIN when
+/* Registers one file found in a watched folder and moves it into processing/
+ * (the plan child plans it, planfile.h). -EAGAIN when
  * it should be tried again later (the file could not be moved). */
 int registry_register(PGconn *c, const Config *cfg, FileKind kind, const char *name);
 /* Registers every wanted file in both folders, oldest first. Files modified
  * in the last second are left for their close event; *ret_deferred counts them. */
 int registry_rescan(PGconn *c, const Config *cfg, int *ret_deferred);
-/* After a (re)connect: finishes registrations cut off before planning and
- * final moves cut off after the state was committed. Chunks of dead workers
+/* After a (re)connect: forgets registrations cut off before the move into
+ * processing/ and finishes final moves cut off after the state was committed. Chunks of dead workers
  * are the supervisor's to reset (it knows which workers live). */
 int registry_recover(PGconn *c, const Config *cfg);
 /* Marks the file failed with a reason and moves it to failed/. */
@@ -27,5 +26,4 @@ int registry_fail(PGconn *c, const Config *cfg, int64_t file_id, const char *rea
 int registry_finish(PGconn *c, const Config *cfg, int64_t file_id);
 /* Absolute path of a file under processing/. */
 char *registry_processing_path(const Config *cfg, const char *path);
-/* The name as dropped, from our "ID-NAME" (with or without directories). */
-const char *registry_dropped_name(const char *path);
+

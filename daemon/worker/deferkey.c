@@ -1,6 +1,7 @@
 /* deferkey.c - see deferkey.h. */
 #include "deferkey.h"
 #include "db.h"
+#include "lookahead.h"
 #include "util.h"
 
 #include <errno.h>
@@ -57,8 +58,9 @@ static bool lock_products(PGconn *c)
 }
 
 /* Under the file row's lock: several instances may decide at once. */
-int deferkey_decide(PGconn *c, int64_t file_id, bool allowed, uint64_t chunk_keys, char **ret_error)
+int deferkey_decide(PGconn *c, int64_t file_id, bool allowed, char **ret_error)
 {
+        uint64_t chunk_keys = lookahead_capacity(LOOKAHEAD_BYTES);
         char ids[32], keys[32], *name = NULL;
         const char *p[2] = { ids, keys };
         int r;

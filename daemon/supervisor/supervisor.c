@@ -15,9 +15,11 @@
 #include "db.h"
 #include "deferkey.h"
 #include "log.h"
-#include "lookahead.h"
+#include "outcome.h"
+#include "policy.h"
 #include "registry.h"
 #include "schema.h"
+#include "state.h"
 #include "util.h"
 #include "watcher.h"
 #include "worker.h"
@@ -35,6 +37,7 @@
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
+#include <sysexits.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
@@ -44,7 +47,7 @@
 #define KEY_RETRY 5.0
 
 typedef enum SupState { SUP_CONNECTING, SUP_RUNNING, SUP_STOPPING } SupState;
-typedef enum ChildType { CHILD_CHUNK, CHILD_AGGREGATE, CHILD_KEY } ChildType;
+typedef enum ChildType { CHILD_CHUNK, CHILD_PLAN, CHILD_AGGREGATE, CHILD_KEY } ChildType;
 
 typedef struct Child {
         pid_t pid;
@@ -78,7 +81,9 @@ typedef struct Supervisor {
         PGconn *conn;
         Child *children;
         size_t n_children, cap_children;
-        double next_connect, rescan_at, next_aggregate, next_watchdog, key_retry_at;
+        double next_connect, rescan_at, next_aggregate, next_watchdog, key_retry_at, plan_retry_at;
+        int64_t plan_failing;           /* the file whose plan child failed plan_attempts times in a row */
+        int plan_attempts;
         bool aggregate_wanted;
         uint64_t watchdog_usec;
         char *last_db_error;
@@ -196,25 +201,20 @@ static void db_lost(Supervisor *s, const char *what, char *err)
         s->next_connect = now_monotonic() + CONNECT_RETRY;
 }
 
-/* Chunks left 'loading' by workers that are gone go back to 'pending'. */
+/* Chunks left loading by workers that are gone go back to pending. */
 static int reset_orphan_chunks(Supervisor *s)
 {
-        Buf live = { 0 };
+        char **live = xcalloc(s->n_children, sizeof *live);
+        size_t n = 0;
         char *err = NULL;
 
-        buf_append(&live, "{", 1);
-        for (size_t i = 0; i < s->n_children; i++) {
-                char *e = xasprintf("%s\"%" PRId64 ":%d\"", live.len > 1 ? "," : "",
-                                    s->children[i].file_id, s->children[i].chunk_no);
-                buf_append(&live, e, strlen(e));
-                free(e);
-        }
-        buf_append(&live, "}", 2);
-        const char *p[1] = { live.data };
-        int r = db_exec(s->conn, &err,
-                        "UPDATE ingest.chunks SET state = 'pending', worker_pid = NULL WHERE state = 'loading' "
-                        "AND NOT (file_id::text || ':' || no::text = ANY ($1::text[]))", 1, p);
-        buf_free(&live);
+        for (size_t i = 0; i < s->n_children; i++)
+                if (s->children[i].type == CHILD_CHUNK)
+                        live[n++] = xasprintf("%" PRId64 ":%d", s->children[i].file_id, s->children[i].chunk_no);
+        int r = chunks_reset_orphans(s->conn, (const char *const *)live, n, &err);
+        for (size_t i = 0; i < n; i++)
+                free(live[i]);
+        free(live);
         if (r < 0)
                 db_lost(s, "resetting chunks", err);
         return r;
@@ -244,7 +244,7 @@ static void try_connect(Supervisor *s)
         s->last_db_error = NULL;
         log_msg(LOG_INFO, "connected to the database, schema ready");
         /* our previous workers died with their supervisor; a straggler still
-         * committing holds its row lock, and the reset then finds 'done' */
+         * committing holds its row lock, and the reset then finds it done */
         if (reset_orphan_chunks(s) < 0 || registry_recover(s->conn, s->cfg) < 0)
                 return;
         s->state = SUP_RUNNING;
@@ -256,7 +256,7 @@ static void try_connect(Supervisor *s)
 static void spawn_chunk(Supervisor *s, int64_t file_id, int no, const char *path)
 {
         ChunkKey k = chunk_key(file_id, no);
-        char pids[32], *err = NULL;
+        char *err = NULL;
         char *full = registry_processing_path(s->cfg, path);
         char *argv[] = { "ingestd", "-c", (char *)s->config_path, "--worker", k.file, k.no, full,
                          log_get_level() >= LOG_DEBUG ? "--debug" : NULL, NULL };
@@ -268,17 +268,10 @@ static void spawn_chunk(Supervisor *s, int64_t file_id, int no, const char *path
                 free(full);
                 return;
         }
-        snprintf(pids, sizeof pids, "%d", (int)pid);
-        const char *p[3] = { k.file, k.no, pids };
-        PGresult *res = db_query(s->conn, &err,
-                "UPDATE ingest.chunks SET state = 'loading', attempts = attempts + 1, worker_pid = $3, "
-                "started_at = now(), lease_until = now() + interval '1 hour' "
-                "WHERE file_id = $1 AND no = $2 AND state = 'pending'", 3, p);
-        bool claimed = res && strcmp(PQcmdTuples(res), "1") == 0;
-        PQclear(res);
-        release(go, claimed);
+        int claimed = chunk_claim(s->conn, file_id, no, (int)pid, &err);
+        release(go, claimed > 0);
         add_child(s, (Child){ pid, CHILD_CHUNK, file_id, no });
-        if (!res)
+        if (claimed < 0)
                 db_lost(s, "claiming a chunk", err);
         free(full);
 }
@@ -322,14 +315,64 @@ static void spawn_key(Supervisor *s, int64_t file_id)
         start_child(s, argv, (Child){ 0, CHILD_KEY, file_id, -1 });
 }
 
+/* Files are planned one at a time, in arrival order, by a child (planfile.h),
+ * while earlier files load: the loop never scans a file. */
+static void maybe_plan(Supervisor *s)
+{
+        char *err = NULL;
+
+        if (count_children(s, CHILD_PLAN) > 0 || now_monotonic() < s->plan_retry_at)
+                return;
+        PGresult *res = db_query(s->conn, &err, "SELECT id FROM ingest.files WHERE state = " SQL_STATE(STATE_NEW)
+                                                " ORDER BY id LIMIT 1", 0, NULL);
+        if (!res) {
+                db_lost(s, "planning", err);
+                return;
+        }
+        if (PQntuples(res) == 1) {
+                char *argv[] = { "ingestd", "-c", (char *)s->config_path, "--plan", PQgetvalue(res, 0, 0),
+                                 log_get_level() >= LOG_DEBUG ? "--debug" : NULL, NULL };
+                start_child(s, argv, (Child){ 0, CHILD_PLAN, strtoll(PQgetvalue(res, 0, 0), NULL, 10), -1 });
+        }
+        PQclear(res);
+}
+
+/* A plan child that could not plan (the database, EMFILE, ...) is tried
+ * again with backoff; after retry.max_attempts the file fails. */
+static void plan_exited(Supervisor *s, const Child *c, int status)
+{
+        Outcome o = outcome_of_wait_status(status);
+        double delay = 0;
+
+        if (o == OUTCOME_DONE) {
+                s->plan_attempts = 0;
+                return;
+        }
+        s->plan_attempts = s->plan_failing == c->file_id ? s->plan_attempts + 1 : 1;
+        s->plan_failing = c->file_id;
+        ExitAction a = policy_after_exit(o, s->plan_attempts, s->cfg->retry_max_attempts, s->cfg->retry_backoff,
+                                         &delay);
+        log_msg(LOG_WARNING, "planning file #%" PRId64 " ended: %s (attempt %d of %d)%s", c->file_id,
+                outcome_name(o), s->plan_attempts, s->cfg->retry_max_attempts,
+                a == ACTION_RETRY ? "; trying again" : "; failing the file");
+        if (a == ACTION_RETRY) {
+                s->plan_retry_at = now_monotonic() + delay;
+                return;
+        }
+        s->plan_attempts = 0;
+        if (s->conn)
+                registry_fail(s->conn, s->cfg, c->file_id, "could not be planned; see the log");
+}
+
 /* True while a file whose chunks are over (all done, or the file failed)
  * still defers products' key: it is built before anything else loads. */
 static bool key_first(Supervisor *s)
 {
         char *err = NULL;
         PGresult *res = db_query(s->conn, &err,
-                "SELECT f.id, f.path FROM ingest.files f WHERE f.deferred_key IS NOT NULL AND (f.state <> 'loading' "
-                "  OR NOT EXISTS (SELECT 1 FROM ingest.chunks c WHERE c.file_id = f.id AND c.state <> 'done')) "
+                "SELECT f.id, f.path FROM ingest.files f WHERE f.deferred_key IS NOT NULL "
+                "  AND (f.state <> " SQL_STATE(STATE_LOADING) " OR NOT EXISTS (SELECT 1 FROM ingest.chunks c "
+                "       WHERE c.file_id = f.id AND c.state <> " SQL_STATE(STATE_DONE) ")) "
                 "ORDER BY f.id LIMIT 1", 0, NULL);
 
         if (!res) {
@@ -349,7 +392,7 @@ static bool key_first(Supervisor *s)
 static void decide_key(Supervisor *s, int64_t file_id, const char *path)
 {
         char *err = NULL;
-        int r = deferkey_decide(s->conn, file_id, s->cfg->defer_key, lookahead_capacity(LOOKAHEAD_BYTES), &err);
+        int r = deferkey_decide(s->conn, file_id, s->cfg->defer_key, &err);
 
         if (r < 0)
                 db_lost(s, "deciding on products' key", err);
@@ -369,8 +412,18 @@ static void maybe_aggregate(Supervisor *s)
         spawn_aggregate(s, due ? AGGREGATE_FULL : AGGREGATE_FOLD);
 }
 
-/* Spawns the due pending chunks among the lowest `workers` unfinished ones.
- * Returns false when the file has no unfinished chunk left. */
+static ChunkSlot chunk_slot(const Supervisor *s, int64_t file_id, const PGresult *res, int i)
+{
+        ChunkSlot c = { atoi(PQgetvalue(res, i, 0)), CHUNK_PENDING, 0, false };
+
+        chunk_state_parse(PQgetvalue(res, i, 1), &c.state);
+        c.next_attempt = PQgetisnull(res, i, 2) ? 0 : strtod(PQgetvalue(res, i, 2), NULL);
+        c.running = chunk_running(s, file_id, c.no);
+        return c;
+}
+
+/* Spawns the chunks policy_pick_chunks picks among the lowest `workers`
+ * unfinished ones. Returns false when the file has no unfinished chunk left. */
 static bool schedule_file(Supervisor *s, int64_t file_id, const char *path, int total, double rate)
 {
         char ids[32], lim[32], *err = NULL;
@@ -380,22 +433,24 @@ static bool schedule_file(Supervisor *s, int64_t file_id, const char *path, int 
         snprintf(ids, sizeof ids, "%" PRId64, file_id);
         snprintf(lim, sizeof lim, "%d", workers);
         PGresult *res = db_query(s->conn, &err,
-                "SELECT no, state, next_attempt IS NULL OR next_attempt <= now() FROM ingest.chunks "
-                "WHERE file_id = $1 AND state <> 'done' ORDER BY no LIMIT $2", 2, p);
+                "SELECT no, state, extract(epoch FROM next_attempt), extract(epoch FROM now()) FROM ingest.chunks "
+                "WHERE file_id = $1 AND state <> " SQL_STATE(STATE_DONE) " ORDER BY no LIMIT $2", 2, p);
         if (!res) {
                 db_lost(s, "scheduling", err);
                 return true;
         }
         int left = PQntuples(res);
-        for (int i = 0; i < left && s->conn; i++) {
-                int no = atoi(PQgetvalue(res, i, 0));
-                bool pending = strcmp(PQgetvalue(res, i, 1), "pending") == 0;
-                bool due = strcmp(PQgetvalue(res, i, 2), "t") == 0;
-                if (pending && due && !chunk_running(s, file_id, no) &&
-                    count_children(s, CHILD_CHUNK) < (size_t)workers)
-                        spawn_chunk(s, file_id, no, path);
-        }
+        ChunkSlot *slots = xcalloc((size_t)left, sizeof *slots);
+        int *nos = xcalloc((size_t)left, sizeof *nos);
+        for (int i = 0; i < left; i++)
+                slots[i] = chunk_slot(s, file_id, res, i);
+        double now = left > 0 ? strtod(PQgetvalue(res, 0, 3), NULL) : 0;
+        size_t n = policy_pick_chunks(slots, (size_t)left, now, count_children(s, CHILD_CHUNK), workers, nos);
         PQclear(res);
+        for (size_t i = 0; i < n && s->conn; i++)
+                spawn_chunk(s, file_id, nos[i], path);
+        free(slots);
+        free(nos);
         if (left > 0)
                 notify_status(s, "loading %s: %d/%d chunks, %.0fk rows/s", path,
                               total - left < 0 ? 0 : total - left, total, rate / 1000);
@@ -409,13 +464,15 @@ static void schedule(Supervisor *s)
         if (key_first(s))
                 return;
         PGresult *res = db_query(s->conn, &err,
-                "SELECT id, path, chunks, count(c.*) FILTER (WHERE c.state <> 'done'), f.key_decided, "
-                " f.deferred_key IS NOT NULL, "
+                "SELECT id, path, chunks, count(c.*) FILTER (WHERE c.state <> " SQL_STATE(STATE_DONE) "), "
+                " f.key_decided, f.deferred_key IS NOT NULL, "
                 " coalesce(sum(c.rows_loaded + c.rows_rejected + c.rows_superseded) "
-                "          FILTER (WHERE c.state = 'done'), 0) "
-                "   / greatest(extract(epoch FROM now() - f.started_at), 0.001) "
+                "          FILTER (WHERE c.state = " SQL_STATE(STATE_DONE) "), 0) "
+                "   / greatest(extract(epoch FROM now() - f.started_at), 0.001), "
+                " f.state = " SQL_STATE(STATE_NEW) ", 100.0 * f.planned_bytes / greatest(f.size, 1) "
                 "FROM ingest.files f LEFT JOIN ingest.chunks c ON c.file_id = f.id "
-                "WHERE f.state = 'loading' GROUP BY f.id ORDER BY f.id LIMIT 1", 0, NULL);
+                "WHERE f.state IN (" SQL_STATE(STATE_NEW) ", " SQL_STATE(STATE_LOADING) ") "
+                "GROUP BY f.id ORDER BY f.id LIMIT 1", 0, NULL);
 
         if (!res) {
                 db_lost(s, "scheduling", err);
@@ -424,6 +481,11 @@ static void schedule(Supervisor *s)
         if (PQntuples(res) == 0) {
                 PQclear(res);
                 notify_status(s, "idle");
+                return;
+        }
+        if (strcmp(PQgetvalue(res, 0, 7), "t") == 0) {   /* no chunk starts before earlier files are planned */
+                notify_status(s, "planning %s: %.0f%%", PQgetvalue(res, 0, 1), atof(PQgetvalue(res, 0, 8)));
+                PQclear(res);
                 return;
         }
         int64_t id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
@@ -481,18 +543,11 @@ static char *chunk_report(Supervisor *s, const Child *c, int *ret_attempts)
         return report ? report : xasprintf("chunk %d", c->chunk_no);
 }
 
-static void set_chunk_state(Supervisor *s, const Child *c, const char *state, double delay, bool undo_attempt)
+static void set_chunk_state(Supervisor *s, const Child *c, ChunkState to, double delay, bool count_attempt)
 {
-        ChunkKey k = chunk_key(c->file_id, c->chunk_no);
-        char del[32], *err = NULL;
-        const char *p[5] = { k.file, k.no, state, del, undo_attempt ? "1" : "0" };
+        char *err = NULL;
 
-        snprintf(del, sizeof del, "%.3f", delay);
-        if (db_exec(s->conn, &err,
-                    "UPDATE ingest.chunks SET state = $3, worker_pid = NULL, "
-                    "next_attempt = now() + $4::float8 * interval '1 second', "
-                    "attempts = greatest(attempts - $5::int, 0) "
-                    "WHERE file_id = $1 AND no = $2 AND state = 'loading'", 5, p) < 0)
+        if (chunk_release(s->conn, c->file_id, c->chunk_no, to, delay, count_attempt, &err) < 0)
                 db_lost(s, "recording a worker's exit", err);
 }
 
@@ -513,7 +568,7 @@ static void log_chunk_done(Supervisor *s, const Child *c)
         PGresult *res = db_query(s->conn, NULL,
                 "SELECT f.name, k.rows_loaded, k.rows_rejected, k.rows_superseded, k.attempts, f.chunks "
                 "FROM ingest.chunks k JOIN ingest.files f ON f.id = k.file_id "
-                "WHERE k.file_id = $1 AND k.no = $2 AND k.state = 'done'", 2, p);
+                "WHERE k.file_id = $1 AND k.no = $2 AND k.state = " SQL_STATE(STATE_DONE), 2, p);
         if (res && PQntuples(res) == 1)
                 log_ctx(LOG_INFO, (LogCtx){ PQgetvalue(res, 0, 0), c->file_id, c->chunk_no,
                                             atoll(PQgetvalue(res, 0, 1)), "chunk-done" },
@@ -531,34 +586,40 @@ static int exit_code(int status)
 
 static void chunk_exited(Supervisor *s, const Child *c, int status)
 {
-        int code = exit_code(status), attempts;
+        int code = exit_code(status), attempts = 0;
+        Outcome o = outcome_of_wait_status(status);
         LogCtx ctx = { NULL, c->file_id, c->chunk_no, -1, NULL };
+        char *report = NULL;
+        double delay = 0;
 
         if (!s->conn)
                 return; /* reset_orphan_chunks() settles it after the reconnect */
-        if (code == WORKER_DONE) {
+        if (o != OUTCOME_DONE && o != OUTCOME_NOT_RUN)
+                report = chunk_report(s, c, &attempts);
+        switch (policy_after_exit(o, attempts, s->cfg->retry_max_attempts, s->cfg->retry_backoff, &delay)) {
+        case ACTION_DONE:
                 log_chunk_done(s, c);
-                return;
-        }
-        if (code == WORKER_NOT_RUN) {
-                set_chunk_state(s, c, "pending", 0, true);
-                return;
-        }
-        char *report = chunk_report(s, c, &attempts);
-        if (code == WORKER_BAD_FILE) {
-                set_chunk_state(s, c, "pending", 0, true);
+                break;
+        case ACTION_RELEASE:
+                set_chunk_state(s, c, CHUNK_PENDING, 0, false);
+                break;
+        case ACTION_FAIL_FILE:
+                set_chunk_state(s, c, CHUNK_PENDING, 0, false);
                 fail_running_file(s, c->file_id, report);
-        } else if (backoff_may_retry(attempts, s->cfg->retry_max_attempts)) {
-                double delay = backoff_delay(s->cfg->retry_backoff, attempts);
+                break;
+        case ACTION_RETRY:
                 log_ctx(LOG_WARNING, ctx, "%s; worker %s %d; attempt %d of %d, retrying in %.1f s", report,
                         code < 0 ? "killed by signal" : "exited with", code < 0 ? -code : code, attempts,
                         s->cfg->retry_max_attempts, delay);
-                set_chunk_state(s, c, "pending", delay, false);
-        } else {
+                set_chunk_state(s, c, CHUNK_PENDING, delay, true);
+                break;
+        case ACTION_GIVE_UP: {
                 char *reason = xasprintf("%s; failed %d times", report, attempts);
-                set_chunk_state(s, c, "failed", 0, false);
+                set_chunk_state(s, c, CHUNK_FAILED, 0, true);
                 fail_running_file(s, c->file_id, reason);
                 free(reason);
+                break;
+        }
         }
         free(report);
 }
@@ -572,6 +633,10 @@ static void reap(Supervisor *s)
         while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
                 if (!take_child(s, pid, &c))
                         continue;
+                if (c.type == CHILD_PLAN) {
+                        plan_exited(s, &c, status);
+                        continue;
+                }
                 if (c.type == CHILD_KEY) {
                         if (status != 0) {
                                 log_msg(LOG_WARNING, "building products' primary key failed (exit %d); "
@@ -677,16 +742,6 @@ static void on_tick(Supervisor *s)
         feed_watchdog(s);
 }
 
-/* Planning runs inside the loop; on a huge file it must not starve the watchdog. */
-static void on_plan_progress(uint64_t done, uint64_t size, void *ud)
-{
-        Supervisor *s = ud;
-
-        notify_status(s, "planning a new file: %.0f%% of %.1f GB", 100.0 * (double)done / (double)size,
-                      (double)size / 1e9);
-        feed_watchdog(s);
-}
-
 /* One pass of work after any event; cheap when there is nothing to do. */
 static void work(Supervisor *s)
 {
@@ -702,6 +757,8 @@ static void work(Supervisor *s)
                 log_msg(LOG_INFO, "ready: watching %s and %s with %d workers", s->cfg->incoming,
                         s->cfg->updates, config_workers(s->cfg));
         }
+        if (s->conn)
+                maybe_plan(s);
         if (s->conn)
                 schedule(s);
         if (s->conn)
@@ -750,7 +807,6 @@ static int setup(Supervisor *s)
                 return r;
         if (sd_watchdog_enabled(0, &s->watchdog_usec) <= 0)
                 s->watchdog_usec = 0;
-        registry_set_plan_progress(on_plan_progress, s);
         s->next_aggregate = now_monotonic() + s->cfg->aggregate_interval;
         return 0;
 }

@@ -1,5 +1,5 @@
 /* planner.h - file -> plan: the header's column map, the data row count, the
- * file's SHA-256, and chunks of about chunk_size bytes that start and end on
+ * file's SHA-256, and byte ranges of about range_size bytes that start and end on
  * record boundaries. */
 #pragma once
 #include "config.h"
@@ -26,26 +26,26 @@ typedef struct Header {
 int header_parse(const char *buf, size_t len, FileKind kind, KeyMode key, Header *ret,
                  char **ret_error);
 
-typedef struct PlanChunk {
+typedef struct ByteRange {
         uint64_t start, end, first_line;
-} PlanChunk;
+} ByteRange;
 
 typedef struct Plan {
         Header header;
         uint64_t size;
         uint64_t data_rows;     /* non-blank records after the header */
         char sha256[65];
-        PlanChunk *chunks;
-        size_t n_chunks;
+        ByteRange *ranges;
+        size_t n_ranges;
 } Plan;
 
 /* Called about every 4 MiB scanned with the bytes done and the file size, so
- * a caller with an event loop can keep its watchdog fed on huge files. */
+ * the plan child can show its progress on huge files. */
 typedef void (*PlanProgress)(uint64_t done, uint64_t size, void *ud);
 
 /* Plans the regular file open at fd. -EINVAL with *ret_error for a file that
  * cannot load (empty, binary, bad header, no data rows); -errno for I/O errors.
  * progress may be NULL. */
-int planner_plan(int fd, FileKind kind, KeyMode key, uint64_t chunk_size, PlanProgress progress,
+int planner_plan(int fd, FileKind kind, KeyMode key, uint64_t range_size, PlanProgress progress,
                  void *ud, Plan *ret, char **ret_error);
 void plan_done(Plan *p);

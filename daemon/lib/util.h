@@ -21,6 +21,9 @@ double now_monotonic(void);
  * other bytes become \xNN. Used for the database and for log lines. */
 char *name_escape(const char *name);
 
+/* The name as dropped, from processing/'s "ID-NAME" (with or without directories). */
+const char *dropped_name(const char *path);
+
 /* True when [p, p+n) is valid UTF-8 (no overlongs, no surrogates). */
 bool utf8_valid(const char *p, size_t n);
 

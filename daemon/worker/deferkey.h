@@ -19,10 +19,10 @@
 #include <stdint.h>
 
 /* The supervisor, before the file's first chunk: drops the key when the file
- * is an ingest file, `allowed` (defer_key), its chunks' rows fit a lookahead
- * of chunk_keys keys, products is empty and its lock is free within a
+ * is an ingest file, `allowed` (defer_key), its chunks' rows fit a worker's
+ * lookahead (lookahead.h), products is empty and its lock is free within a
  * second. Decides once per file. 1 = deferred, 0 = not, <0 = error. */
-int deferkey_decide(PGconn *c, int64_t file_id, bool allowed, uint64_t chunk_keys, char **ret_error);
+int deferkey_decide(PGconn *c, int64_t file_id, bool allowed, char **ret_error);
 
 /* Inside an open transaction: builds the file's deferred key and applies its
  * deferred rows (moving the rows that lose to a newer version from their

@@ -1,0 +1,82 @@
+/* state.h - the one owner of the state of ingest.files and ingest.chunks rows.
+ * Every statement that moves a file or a chunk from one state to another is a
+ * function here; the states are enums with one mapping to their SQL text (the
+ * STATE_* macros, also what queries that only read a state use).
+ *
+ *   file:   (none) --file_register--> new --file_planned--> loading --file_close--> done
+ *           (none) --file_register(not a regular file)--> failed
+ *           new --file_forget--> (none)          never moved into processing/
+ *           new|loading --file_close(failed)--> failed --file_requeue--> loading
+ *
+ *   chunk:  (file_planned) pending --chunk_claim--> loading --chunk_done--> done
+ *           loading --chunk_release--> pending   the worker exited: retry after a delay
+ *           loading --chunk_release(failed)--> failed   attempts used up
+ *           loading --chunks_reset_orphans--> pending   no live worker after a (re)connect
+ *           pending|failed --file_requeue--> pending     ingestctl retry
+ *
+ * chunk_done runs inside the worker's load transaction: it is the checkpoint.
+ * Every other transition is a statement of its own. A transition whose source
+ * state does not hold changes nothing (its WHERE says the source state), so a
+ * late or repeated call is harmless. The owner of a claim is the worker's pid;
+ * several nodes will add a node name and a lease here, and only here. */
+#pragma once
+#include "planner.h"
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define STATE_NEW "new"
+#define STATE_PENDING "pending"
+#define STATE_LOADING "loading"
+#define STATE_DONE "done"
+#define STATE_FAILED "failed"
+/* A state as an SQL literal: "state = " SQL_STATE(STATE_DONE). */
+#define SQL_STATE(s) "'" s "'"
+
+typedef enum FileState { FILE_NEW, FILE_LOADING, FILE_DONE, FILE_FAILED } FileState;
+typedef enum ChunkState { CHUNK_PENDING, CHUNK_LOADING, CHUNK_DONE, CHUNK_FAILED } ChunkState;
+
+const char *file_state_name(FileState s);
+const char *chunk_state_name(ChunkState s);
+/* 0 and the state, or -EINVAL for a text that names none. */
+int file_state_parse(const char *text, FileState *ret);
+int chunk_state_parse(const char *text, ChunkState *ret);
+
+/* A chunk's rows, as the worker counted them. */
+typedef struct ChunkRows {
+        uint64_t loaded, rejected, superseded;
+} ChunkRows;
+
+/* Every function returns 0 (or a count, see each) or -EIO with *ret_error. */
+
+/* Inserts file `id` in state new, or failed with `error` (a file that cannot
+ * be loaded at all, such as a FIFO). */
+int file_register(PGconn *c, int64_t id, const char *name, FileKind kind, const char *path,
+                  const char *error, char **ret_error);
+/* Deletes a file row still in state new. */
+int file_forget(PGconn *c, int64_t id, char **ret_error);
+/* In one transaction: the plan's chunks (pending), and the file new -> loading. */
+int file_planned(PGconn *c, int64_t id, const Plan *plan, int lanes, char **ret_error);
+/* The file's totals from its chunks, and its final state (done or failed). */
+int file_close(PGconn *c, int64_t id, FileState final, const char *reason, char **ret_error);
+/* ingestctl retry: a failed file back to loading, its unfinished chunks pending
+ * with their attempts reset. 1 when the file was failed, 0 when not. */
+int file_requeue(PGconn *c, int64_t id, char **ret_error);
+
+/* pending -> loading for worker `pid`: 1 when claimed, 0 when the chunk was
+ * not pending. */
+int chunk_claim(PGconn *c, int64_t file_id, int no, int pid, char **ret_error);
+/* Inside the worker's transaction: loading (or pending) -> done with its rows. */
+int chunk_done(PGconn *c, int64_t file_id, int no, const ChunkRows *rows, const char *apply_path,
+               char **ret_error);
+/* The worker is gone: loading -> pending, due again after delay seconds, or
+ * -> failed. count_attempt false takes back the attempt of the claim (the
+ * worker did not try). */
+int chunk_release(PGconn *c, int64_t file_id, int no, ChunkState to, double delay, bool count_attempt,
+                  char **ret_error);
+/* Chunks left loading by workers that are gone (not in live, "file:no"
+ * pairs) go back to pending. */
+int chunks_reset_orphans(PGconn *c, const char *const *live, size_t n_live, char **ret_error);
+/* The error of the chunk's last attempt, for status and the log (not a transition). */
+int chunk_record_error(PGconn *c, int64_t file_id, int no, const char *error, char **ret_error);
