@@ -5,6 +5,7 @@
 #include "aggregate.h"
 #include "config.h"
 #include "db.h"
+#include "state.h"
 #include "util.h"
 
 #include <errno.h>
@@ -160,9 +161,12 @@ static int wait_file(Cli *c, const char *name, long long after)
         while (r < 0) {
                 char *err = NULL;
                 PGresult *res = db_query(c->conn, &err,
-                        "SELECT f.id, CASE WHEN f.state = 'loading' AND f.deferred_key IS NOT NULL "
-                        "  AND count(k.*) FILTER (WHERE k.state <> 'done') = 0 THEN 'building the key of products' "
-                        "  ELSE f.state END, count(k.*) FILTER (WHERE k.state = 'done'), f.chunks, "
+                        "SELECT f.id, CASE WHEN f.state = " SQL_STATE(STATE_LOADING) " AND f.deferred_key IS NOT NULL "
+                        "  AND count(k.*) FILTER (WHERE k.state <> " SQL_STATE(STATE_DONE) ") = 0 "
+                        "  THEN 'building the key of products' "
+                        "  WHEN f.state = " SQL_STATE(STATE_NEW) " AND f.size > 0 "
+                        "  THEN 'planning ' || (100 * f.planned_bytes / f.size) || '%' "
+                        "  ELSE f.state END, count(k.*) FILTER (WHERE k.state = " SQL_STATE(STATE_DONE) "), f.chunks, "
                         " coalesce(sum(k.rows_loaded), 0), coalesce(sum(k.rows_rejected), 0), "
                         " coalesce(sum(k.rows_superseded), 0), f.aggregated_at IS NOT NULL, coalesce(f.error, '') "
                         "FROM ingest.files f LEFT JOIN ingest.chunks k ON k.file_id = f.id "
@@ -216,7 +220,7 @@ static int cmd_drop(Cli *c, const char *src, bool update)
 
 static const char status_sql[] =
         "SELECT f.id, f.name, f.kind, f.state, "
-        "  count(k.*) FILTER (WHERE k.state = 'done') AS chunks_done, f.chunks, f.data_rows, "
+        "  count(k.*) FILTER (WHERE k.state = " SQL_STATE(STATE_DONE) ") AS chunks_done, f.chunks, f.data_rows, "
         "  coalesce(sum(k.rows_loaded), 0) AS rows_loaded, coalesce(sum(k.rows_rejected), 0) AS rows_rejected, "
         "  coalesce(sum(k.rows_superseded), 0) AS rows_superseded, f.size, f.sha256, "
         "  f.registered_at, f.finished_at, f.aggregated_at, f.error, f.lanes "
@@ -311,24 +315,6 @@ static int cmd_rejects(Cli *c, const char *arg)
 
 /* ---- retry ------------------------------------------------------------ */
 
-static int requeue_chunks(Cli *c, long long id, char **err)
-{
-        char ids[32];
-        const char *p[1] = { ids };
-
-        snprintf(ids, sizeof ids, "%lld", id);
-        int r = db_exec(c->conn, err, "BEGIN", 0, NULL);
-        if (r == 0)
-                r = db_exec(c->conn, err,
-                            "UPDATE ingest.chunks SET state = 'pending', attempts = 0, next_attempt = NULL, "
-                            "error = NULL WHERE file_id = $1 AND state IN ('pending', 'failed')", 1, p);
-        if (r == 0)
-                r = db_exec(c->conn, err,
-                            "UPDATE ingest.files SET state = 'loading', error = NULL, finished_at = NULL, "
-                            "aggregated_at = NULL WHERE id = $1 AND state = 'failed'", 1, p);
-        return db_end(c->conn, r, err);
-}
-
 static int cmd_retry(Cli *c, const char *arg)
 {
         char *path = NULL, *state = NULL, *kind = NULL, *name = NULL, *err = NULL;
@@ -339,7 +325,7 @@ static int cmd_retry(Cli *c, const char *arg)
                 return r;
         char *from = xasprintf("%s/failed/%s", c->cfg->state, path);
         PGresult *res;
-        if (strcmp(state, "failed") != 0) {
+        if (strcmp(state, STATE_FAILED) != 0) {
                 fprintf(stderr, "ingestctl: %s is %s, not failed\n", path, state);
                 r = EX_USAGE;
                 goto out;
@@ -361,7 +347,7 @@ static int cmd_retry(Cli *c, const char *arg)
         if (rename(from, to) < 0) {
                 fprintf(stderr, "ingestctl: cannot move %s to %s: %s\n", from, to, strerror(errno));
                 r = EX_CANTCREAT;
-        } else if (planned > 0 && requeue_chunks(c, id, &err) < 0) {
+        } else if (planned > 0 && file_requeue(c->conn, id, &err) < 0) {
                 rename(to, from);
                 r = die_db(c, "retry", err);
         } else {

@@ -11,7 +11,8 @@
  * per lane and apply in parallel. */
 #include "supervisor.h"
 #include "aggregate.h"
-#include "backoff.h"
+#include "chunkexit.h"
+#include "children.h"
 #include "db.h"
 #include "deferkey.h"
 #include "log.h"
@@ -22,10 +23,8 @@
 #include "state.h"
 #include "util.h"
 #include "watcher.h"
-#include "worker.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -33,7 +32,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
@@ -47,29 +45,6 @@
 #define KEY_RETRY 5.0
 
 typedef enum SupState { SUP_CONNECTING, SUP_RUNNING, SUP_STOPPING } SupState;
-typedef enum ChildType { CHILD_CHUNK, CHILD_PLAN, CHILD_AGGREGATE, CHILD_KEY } ChildType;
-
-typedef struct Child {
-        pid_t pid;
-        ChildType type;
-        int64_t file_id;
-        int chunk_no;
-} Child;
-
-/* A chunk's key as the two text parameters of a query ($1 file id, $2 number). */
-typedef struct ChunkKey {
-        char file[32], no[32];
-} ChunkKey;
-
-static ChunkKey chunk_key(int64_t file_id, int no)
-{
-        ChunkKey k;
-
-        snprintf(k.file, sizeof k.file, "%" PRId64, file_id);
-        snprintf(k.no, sizeof k.no, "%d", no);
-        return k;
-}
-
 typedef struct Supervisor {
         Config *cfg;
         const char *config_path;
@@ -79,8 +54,7 @@ typedef struct Supervisor {
         sigset_t old_mask;
         Watcher *watcher;
         PGconn *conn;
-        Child *children;
-        size_t n_children, cap_children;
+        Children *children;
         double next_connect, rescan_at, next_aggregate, next_watchdog, key_retry_at, plan_retry_at;
         int64_t plan_failing;           /* the file whose plan child failed plan_attempts times in a row */
         int plan_attempts;
@@ -105,84 +79,6 @@ static void notify_status(Supervisor *s, const char *fmt, ...)
         sd_notifyf(0, "STATUS=%s", buf);
 }
 
-/* ---- children ---------------------------------------------------------- */
-
-static size_t count_children(const Supervisor *s, ChildType type)
-{
-        size_t n = 0;
-
-        for (size_t i = 0; i < s->n_children; i++)
-                n += s->children[i].type == type;
-        return n;
-}
-
-static bool chunk_running(const Supervisor *s, int64_t file_id, int no)
-{
-        for (size_t i = 0; i < s->n_children; i++)
-                if (s->children[i].type == CHILD_CHUNK && s->children[i].file_id == file_id &&
-                    s->children[i].chunk_no == no)
-                        return true;
-        return false;
-}
-
-static void add_child(Supervisor *s, Child c)
-{
-        if (s->n_children == s->cap_children) {
-                s->cap_children = s->cap_children ? s->cap_children * 2 : 8;
-                s->children = xrealloc(s->children, s->cap_children * sizeof *s->children);
-        }
-        s->children[s->n_children++] = c;
-}
-
-static bool take_child(Supervisor *s, pid_t pid, Child *ret)
-{
-        for (size_t i = 0; i < s->n_children; i++)
-                if (s->children[i].pid == pid) {
-                        *ret = s->children[i];
-                        s->children[i] = s->children[--s->n_children];
-                        return true;
-                }
-        return false;
-}
-
-/* Forks a child that waits for a "go" byte on *ret_go before it execs
- * `ingestd ARGS...`, so the parent can record it first. The child dies with us. */
-static pid_t spawn(Supervisor *s, char *const argv[], int *ret_go)
-{
-        pid_t parent = getpid();
-        int p[2];
-
-        if (pipe2(p, O_CLOEXEC) < 0)
-                return -errno;
-        pid_t pid = fork();
-        if (pid < 0) {
-                close(p[0]);
-                close(p[1]);
-                return -errno;
-        }
-        if (pid == 0) {
-                char go = 0;
-                close(p[1]);
-                sigprocmask(SIG_SETMASK, &s->old_mask, NULL);
-                if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
-                        _exit(127);
-                if (read(p[0], &go, 1) != 1 || go != 'g')
-                        _exit(127);
-                execv("/proc/self/exe", argv);
-                _exit(127);
-        }
-        close(p[0]);
-        *ret_go = p[1];
-        return pid;
-}
-
-static void release(int go_fd, bool go)
-{
-        if (go && write(go_fd, "g", 1) != 1)
-                log_msg(LOG_ERR, "cannot start child: %s", strerror(errno));
-        close(go_fd);
-}
-
 /* ---- database connection ---------------------------------------------- */
 
 static void db_lost(Supervisor *s, const char *what, char *err)
@@ -204,13 +100,15 @@ static void db_lost(Supervisor *s, const char *what, char *err)
 /* Chunks left loading by workers that are gone go back to pending. */
 static int reset_orphan_chunks(Supervisor *s)
 {
-        char **live = xcalloc(s->n_children, sizeof *live);
-        size_t n = 0;
+        size_t total = children_total(s->children), n = 0;
+        char **live = xcalloc(total, sizeof *live);
         char *err = NULL;
 
-        for (size_t i = 0; i < s->n_children; i++)
-                if (s->children[i].type == CHILD_CHUNK)
-                        live[n++] = xasprintf("%" PRId64 ":%d", s->children[i].file_id, s->children[i].chunk_no);
+        for (size_t i = 0; i < total; i++) {
+                const Child *c = children_at(s->children, i);
+                if (c->type == CHILD_CHUNK)
+                        live[n++] = xasprintf("%" PRId64 ":%d", c->file_id, c->chunk_no);
+        }
         int r = chunks_reset_orphans(s->conn, (const char *const *)live, n, &err);
         for (size_t i = 0; i < n; i++)
                 free(live[i]);
@@ -253,42 +151,37 @@ static void try_connect(Supervisor *s)
 
 /* ---- work --------------------------------------------------------------- */
 
+/* A child that has nothing to claim first: started and released. */
+static void start_child(Supervisor *s, Child c, const char *const args[])
+{
+        int go = -1;
+        pid_t pid = children_start(s->children, s->config_path, c, args, &go);
+
+        if (pid < 0)
+                log_msg(LOG_ERR, "fork: %s", strerror((int)-pid));
+        else
+                children_release(go, true);
+}
+
+/* A chunk's worker runs only once its claim is committed. */
 static void spawn_chunk(Supervisor *s, int64_t file_id, int no, const char *path)
 {
-        ChunkKey k = chunk_key(file_id, no);
-        char *err = NULL;
-        char *full = registry_processing_path(s->cfg, path);
-        char *argv[] = { "ingestd", "-c", (char *)s->config_path, "--worker", k.file, k.no, full,
-                         log_get_level() >= LOG_DEBUG ? "--debug" : NULL, NULL };
+        char file[32], chunk[32], *err = NULL, *full = registry_processing_path(s->cfg, path);
+        const char *args[] = { "--worker", file, chunk, full, NULL };
         int go = -1;
 
-        pid_t pid = spawn(s, argv, &go);
+        snprintf(file, sizeof file, "%" PRId64, file_id);
+        snprintf(chunk, sizeof chunk, "%d", no);
+        pid_t pid = children_start(s->children, s->config_path, (Child){ 0, CHILD_CHUNK, file_id, no }, args, &go);
+        free(full);
         if (pid < 0) {
                 log_msg(LOG_ERR, "fork: %s", strerror((int)-pid));
-                free(full);
                 return;
         }
         int claimed = chunk_claim(s->conn, file_id, no, (int)pid, &err);
-        release(go, claimed > 0);
-        add_child(s, (Child){ pid, CHILD_CHUNK, file_id, no });
+        children_release(go, claimed > 0);
         if (claimed < 0)
                 db_lost(s, "claiming a chunk", err);
-        free(full);
-}
-
-/* A child that has nothing to claim first: spawned, released, recorded. */
-static void start_child(Supervisor *s, char *const argv[], Child c)
-{
-        int go = -1;
-        pid_t pid = spawn(s, argv, &go);
-
-        if (pid < 0) {
-                log_msg(LOG_ERR, "fork: %s", strerror((int)-pid));
-                return;
-        }
-        release(go, true);
-        c.pid = pid;
-        add_child(s, c);
 }
 
 /* The timer recounts (it also catches changes made outside ingestd); after a
@@ -296,11 +189,9 @@ static void start_child(Supervisor *s, char *const argv[], Child c)
  * the load changed. */
 static void spawn_aggregate(Supervisor *s, AggregateMode mode)
 {
-        char *argv[] = { "ingestd", "-c", (char *)s->config_path,
-                         mode == AGGREGATE_FULL ? "--aggregate" : "--aggregate-fold",
-                         log_get_level() >= LOG_DEBUG ? "--debug" : NULL, NULL };
+        const char *args[] = { mode == AGGREGATE_FULL ? "--aggregate" : "--aggregate-fold", NULL };
 
-        start_child(s, argv, (Child){ 0, CHILD_AGGREGATE, -1, -1 });
+        start_child(s, (Child){ 0, CHILD_AGGREGATE, -1, -1 }, args);
 }
 
 /* products' deferred key (deferkey.h) is built by a child: at 10M rows it
@@ -308,11 +199,10 @@ static void spawn_aggregate(Supervisor *s, AggregateMode mode)
 static void spawn_key(Supervisor *s, int64_t file_id)
 {
         char ids[32];
-        snprintf(ids, sizeof ids, "%" PRId64, file_id);
-        char *argv[] = { "ingestd", "-c", (char *)s->config_path, "--build-key", ids,
-                         log_get_level() >= LOG_DEBUG ? "--debug" : NULL, NULL };
+        const char *args[] = { "--build-key", ids, NULL };
 
-        start_child(s, argv, (Child){ 0, CHILD_KEY, file_id, -1 });
+        snprintf(ids, sizeof ids, "%" PRId64, file_id);
+        start_child(s, (Child){ 0, CHILD_KEY, file_id, -1 }, args);
 }
 
 /* Files are planned one at a time, in arrival order, by a child (planfile.h),
@@ -321,7 +211,7 @@ static void maybe_plan(Supervisor *s)
 {
         char *err = NULL;
 
-        if (count_children(s, CHILD_PLAN) > 0 || now_monotonic() < s->plan_retry_at)
+        if (children_count(s->children, CHILD_PLAN) > 0 || now_monotonic() < s->plan_retry_at)
                 return;
         PGresult *res = db_query(s->conn, &err, "SELECT id FROM ingest.files WHERE state = " SQL_STATE(STATE_NEW)
                                                 " ORDER BY id LIMIT 1", 0, NULL);
@@ -330,9 +220,8 @@ static void maybe_plan(Supervisor *s)
                 return;
         }
         if (PQntuples(res) == 1) {
-                char *argv[] = { "ingestd", "-c", (char *)s->config_path, "--plan", PQgetvalue(res, 0, 0),
-                                 log_get_level() >= LOG_DEBUG ? "--debug" : NULL, NULL };
-                start_child(s, argv, (Child){ 0, CHILD_PLAN, strtoll(PQgetvalue(res, 0, 0), NULL, 10), -1 });
+                const char *args[] = { "--plan", PQgetvalue(res, 0, 0), NULL };
+                start_child(s, (Child){ 0, CHILD_PLAN, strtoll(PQgetvalue(res, 0, 0), NULL, 10), -1 }, args);
         }
         PQclear(res);
 }
@@ -380,7 +269,7 @@ static bool key_first(Supervisor *s)
                 return true;
         }
         bool pending = PQntuples(res) == 1;
-        if (pending && count_children(s, CHILD_KEY) == 0 && now_monotonic() >= s->key_retry_at) {
+        if (pending && children_count(s->children, CHILD_KEY) == 0 && now_monotonic() >= s->key_retry_at) {
                 spawn_key(s, strtoll(PQgetvalue(res, 0, 0), NULL, 10));
                 notify_status(s, "building products' primary key after %s", PQgetvalue(res, 0, 1));
         }
@@ -405,7 +294,7 @@ static void maybe_aggregate(Supervisor *s)
         double now = now_monotonic();
         bool due = s->cfg->aggregate_interval > 0 && now >= s->next_aggregate;
 
-        if (!(s->aggregate_wanted || due) || count_children(s, CHILD_AGGREGATE) > 0)
+        if (!(s->aggregate_wanted || due) || children_count(s->children, CHILD_AGGREGATE) > 0)
                 return;
         s->aggregate_wanted = false;
         s->next_aggregate = now + (s->cfg->aggregate_interval > 0 ? s->cfg->aggregate_interval : 1e9);
@@ -418,7 +307,7 @@ static ChunkSlot chunk_slot(const Supervisor *s, int64_t file_id, const PGresult
 
         chunk_state_parse(PQgetvalue(res, i, 1), &c.state);
         c.next_attempt = PQgetisnull(res, i, 2) ? 0 : strtod(PQgetvalue(res, i, 2), NULL);
-        c.running = chunk_running(s, file_id, c.no);
+        c.running = children_chunk_running(s->children, file_id, c.no);
         return c;
 }
 
@@ -445,7 +334,7 @@ static bool schedule_file(Supervisor *s, int64_t file_id, const char *path, int 
         for (int i = 0; i < left; i++)
                 slots[i] = chunk_slot(s, file_id, res, i);
         double now = left > 0 ? strtod(PQgetvalue(res, 0, 3), NULL) : 0;
-        size_t n = policy_pick_chunks(slots, (size_t)left, now, count_children(s, CHILD_CHUNK), workers, nos);
+        size_t n = policy_pick_chunks(slots, (size_t)left, now, children_count(s->children, CHILD_CHUNK), workers, nos);
         PQclear(res);
         for (size_t i = 0; i < n && s->conn; i++)
                 spawn_chunk(s, file_id, nos[i], path);
@@ -521,109 +410,6 @@ static void rescan(Supervisor *s)
 
 /* ---- reaping ------------------------------------------------------------ */
 
-static char *chunk_report(Supervisor *s, const Child *c, int *ret_attempts)
-{
-        ChunkKey k = chunk_key(c->file_id, c->chunk_no);
-        const char *p[2] = { k.file, k.no };
-
-        PGresult *res = db_query(s->conn, NULL,
-                "SELECT attempts, first_line, coalesce((SELECT n.first_line - 1 FROM ingest.chunks n "
-                "WHERE n.file_id = c.file_id AND n.start_offset = c.end_offset LIMIT 1)::text, 'end'), "
-                "coalesce(error, 'no error recorded') "
-                "FROM ingest.chunks c WHERE file_id = $1 AND no = $2", 2, p);
-        char *report = NULL;
-
-        *ret_attempts = 0;
-        if (res && PQntuples(res) == 1) {
-                *ret_attempts = atoi(PQgetvalue(res, 0, 0));
-                report = xasprintf("chunk %d (lines %s-%s): %s", c->chunk_no, PQgetvalue(res, 0, 1),
-                                   PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3));
-        }
-        PQclear(res);
-        return report ? report : xasprintf("chunk %d", c->chunk_no);
-}
-
-static void set_chunk_state(Supervisor *s, const Child *c, ChunkState to, double delay, bool count_attempt)
-{
-        char *err = NULL;
-
-        if (chunk_release(s->conn, c->file_id, c->chunk_no, to, delay, count_attempt, &err) < 0)
-                db_lost(s, "recording a worker's exit", err);
-}
-
-static void fail_running_file(Supervisor *s, int64_t file_id, const char *reason)
-{
-        registry_fail(s->conn, s->cfg, file_id, reason);
-        for (size_t i = 0; i < s->n_children; i++)
-                if (s->children[i].type == CHILD_CHUNK && s->children[i].file_id == file_id)
-                        kill(s->children[i].pid, SIGTERM);
-}
-
-/* One line per committed chunk, from the row the worker committed. */
-static void log_chunk_done(Supervisor *s, const Child *c)
-{
-        ChunkKey k = chunk_key(c->file_id, c->chunk_no);
-        const char *p[2] = { k.file, k.no };
-
-        PGresult *res = db_query(s->conn, NULL,
-                "SELECT f.name, k.rows_loaded, k.rows_rejected, k.rows_superseded, k.attempts, f.chunks "
-                "FROM ingest.chunks k JOIN ingest.files f ON f.id = k.file_id "
-                "WHERE k.file_id = $1 AND k.no = $2 AND k.state = " SQL_STATE(STATE_DONE), 2, p);
-        if (res && PQntuples(res) == 1)
-                log_ctx(LOG_INFO, (LogCtx){ PQgetvalue(res, 0, 0), c->file_id, c->chunk_no,
-                                            atoll(PQgetvalue(res, 0, 1)), "chunk-done" },
-                        "chunk %d/%s committed: %s loaded, %s rejected, %s superseded (attempt %s)",
-                        c->chunk_no, PQgetvalue(res, 0, 5), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
-                        PQgetvalue(res, 0, 3), PQgetvalue(res, 0, 4));
-        PQclear(res);
-}
-
-/* A child's exit status, or minus the signal that killed it. */
-static int exit_code(int status)
-{
-        return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
-}
-
-static void chunk_exited(Supervisor *s, const Child *c, int status)
-{
-        int code = exit_code(status), attempts = 0;
-        Outcome o = outcome_of_wait_status(status);
-        LogCtx ctx = { NULL, c->file_id, c->chunk_no, -1, NULL };
-        char *report = NULL;
-        double delay = 0;
-
-        if (!s->conn)
-                return; /* reset_orphan_chunks() settles it after the reconnect */
-        if (o != OUTCOME_DONE && o != OUTCOME_NOT_RUN)
-                report = chunk_report(s, c, &attempts);
-        switch (policy_after_exit(o, attempts, s->cfg->retry_max_attempts, s->cfg->retry_backoff, &delay)) {
-        case ACTION_DONE:
-                log_chunk_done(s, c);
-                break;
-        case ACTION_RELEASE:
-                set_chunk_state(s, c, CHUNK_PENDING, 0, false);
-                break;
-        case ACTION_FAIL_FILE:
-                set_chunk_state(s, c, CHUNK_PENDING, 0, false);
-                fail_running_file(s, c->file_id, report);
-                break;
-        case ACTION_RETRY:
-                log_ctx(LOG_WARNING, ctx, "%s; worker %s %d; attempt %d of %d, retrying in %.1f s", report,
-                        code < 0 ? "killed by signal" : "exited with", code < 0 ? -code : code, attempts,
-                        s->cfg->retry_max_attempts, delay);
-                set_chunk_state(s, c, CHUNK_PENDING, delay, true);
-                break;
-        case ACTION_GIVE_UP: {
-                char *reason = xasprintf("%s; failed %d times", report, attempts);
-                set_chunk_state(s, c, CHUNK_FAILED, 0, true);
-                fail_running_file(s, c->file_id, reason);
-                free(reason);
-                break;
-        }
-        }
-        free(report);
-}
-
 static void reap(Supervisor *s)
 {
         int status;
@@ -631,7 +417,7 @@ static void reap(Supervisor *s)
         Child c;
 
         while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-                if (!take_child(s, pid, &c))
+                if (!children_take(s->children, pid, &c))
                         continue;
                 if (c.type == CHILD_PLAN) {
                         plan_exited(s, &c, status);
@@ -640,7 +426,7 @@ static void reap(Supervisor *s)
                 if (c.type == CHILD_KEY) {
                         if (status != 0) {
                                 log_msg(LOG_WARNING, "building products' primary key failed (exit %d); "
-                                        "trying again in %.0f s", exit_code(status), KEY_RETRY);
+                                        "trying again in %.0f s", chunkexit_code(status), KEY_RETRY);
                                 s->key_retry_at = now_monotonic() + KEY_RETRY;
                         }
                         continue;
@@ -648,11 +434,14 @@ static void reap(Supervisor *s)
                 if (c.type == CHILD_AGGREGATE) {
                         if (status != 0)
                                 log_msg(LOG_WARNING, "aggregate refresh failed (exit %d); will try again",
-                                        exit_code(status));
+                                        chunkexit_code(status));
                         s->aggregate_wanted = s->aggregate_wanted || status != 0;
                         continue;
                 }
-                chunk_exited(s, &c, status);
+                char *err = NULL;
+                /* without a connection reset_orphan_chunks() settles it after the reconnect */
+                if (s->conn && chunkexit_record(s->conn, s->cfg, s->children, &c, status, &err) < 0)
+                        db_lost(s, "recording a worker's exit", err);
         }
 }
 
@@ -688,11 +477,11 @@ static void begin_stop(Supervisor *s, int sig)
 {
         if (s->state == SUP_STOPPING)
                 return;
-        log_msg(LOG_INFO, "%s: no new chunks; waiting for %zu running children", strsignal(sig), s->n_children);
+        log_msg(LOG_INFO, "%s: no new chunks; waiting for %zu running children", strsignal(sig),
+                children_total(s->children));
         sd_notify(0, "STOPPING=1");
         s->state = SUP_STOPPING;
-        for (size_t i = 0; i < s->n_children; i++)
-                kill(s->children[i].pid, SIGTERM);
+        children_signal(s->children, SIGTERM, -1);
 }
 
 static void on_signal(Supervisor *s)
@@ -785,6 +574,7 @@ static int setup(Supervisor *s)
         sigaddset(&mask, SIGHUP);
         sigaddset(&mask, SIGCHLD);
         sigprocmask(SIG_BLOCK, &mask, &s->old_mask);
+        s->children = children_new(&s->old_mask);
         if (registry_make_dirs(s->cfg, &err) < 0) {
                 log_msg(LOG_ERR, "cannot create folders: %s", err);
                 free(err);
@@ -818,7 +608,7 @@ static void teardown(Supervisor *s)
         if (s->signal_fd >= 0) close(s->signal_fd);
         if (s->timer_fd >= 0) close(s->timer_fd);
         PQfinish(s->conn);
-        free(s->children);
+        children_free(s->children);
         free(s->last_db_error);
         config_free(s->cfg);
 }
@@ -829,7 +619,7 @@ int supervisor_run(Config *cfg, const char *config_path)
                          .epoll_fd = -1, .signal_fd = -1, .timer_fd = -1 };
         int r = setup(&s);
 
-        while (r == 0 && !(s.state == SUP_STOPPING && s.n_children == 0)) {
+        while (r == 0 && !(s.state == SUP_STOPPING && children_total(s.children) == 0)) {
                 struct epoll_event ev[8];
                 work(&s);
                 int n = epoll_wait(s.epoll_fd, ev, 8, -1);

@@ -2,6 +2,7 @@
  * only about the keys of each ~4 MiB batch and sent only what changes. */
 #include "job.h"
 #include "db.h"
+#include "rules.h"
 #include "schema.h"
 
 #include <errno.h>
@@ -38,7 +39,7 @@ static char *update_sql(const Job *j)
         bool set_desc = j->kind == KIND_INGEST || j->header.index[COL_DESCRIPTION] >= 0;
 
         return xasprintf("UPDATE public.products p SET %s%sfile_seq = $1::bigint, line = s.line "
-                         "FROM pg_temp.upd s WHERE p.sku = s.sku%s AND (p.file_seq, p.line) < ($1::bigint, s.line)",
+                         "FROM pg_temp.upd s WHERE p.sku = s.sku%s AND " SQL_OLDER("p", "$1::bigint", "s.line"),
                          set_name ? "name = s.name, " : "", set_desc ? "description = s.description, " : "",
                          sku_name ? " AND p.name = s.name" : "");
 }
@@ -86,7 +87,7 @@ static int agg_state(Job *j)
         if (!res)
                 return -EIO;
         j->agg_recount = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-        j->agg_limit = 0.1 * strtod(PQgetvalue(res, 0, 1), NULL);
+        j->agg_limit = AGG_RECOUNT_SHARE * strtod(PQgetvalue(res, 0, 1), NULL);
         PQclear(res);
         return 0;
 }
@@ -181,10 +182,9 @@ static int probe_and_apply(Job *j)
         return r;
 }
 
-/* Keys probed before a batch is taken for new, and the most batches a chunk
- * tries so: each is a subtransaction, and PostgreSQL caches 64 per backend
- * before other sessions' snapshots must look them up on disk. */
-#define SAMPLE_KEYS 16
+/* The most batches a chunk tries as new (each probes SAMPLE_KEYS, rules.h):
+ * each is a subtransaction, and PostgreSQL caches 64 per backend before other
+ * sessions' snapshots must look them up on disk. */
 #define MAX_NEW_ROW_BATCHES 60
 
 /* 1 when products has any of a few keys spread over the batch, 0 when none. */

@@ -2,6 +2,7 @@
  * whose key index outgrew the server's cache. */
 #include "job.h"
 #include "db.h"
+#include "rules.h"
 #include "schema.h"
 
 #include <errno.h>
@@ -58,7 +59,7 @@ static int stage_chunk(Job *j, Buf *rejects)
         "         LATERAL (VALUES (u.new_name, 1), (u.old_name, -1)) v(name, delta) " \
         "       WHERE u.new_name <> u.old_name), " \
         " big AS (SELECT EXISTS (SELECT 1 FROM ingest.agg_delta WHERE name IS NULL) " \
-        "                OR (SELECT count(*) FROM x) > 0.1 * " PRODUCTS_ROWS " AS recount " \
+        "                OR (SELECT count(*) FROM x) > " AGG_RECOUNT_SHARE_SQL " * " PRODUCTS_ROWS " AS recount " \
         "         FROM pg_class WHERE oid = 'public.products'::regclass), " \
         " d AS (INSERT INTO ingest.agg_delta (name, delta) " \
         "       SELECT name, sum(delta) FROM x WHERE NOT (SELECT recount FROM big) " \
@@ -69,7 +70,7 @@ static int stage_chunk(Job *j, Buf *rejects)
         "WITH s AS (SELECT DISTINCT ON (" KEY ") sku, name, description, line FROM pg_temp.stage " \
         "           ORDER BY " KEY ", line DESC), " \
         " k AS (SELECT s.*, p.sku IS NOT NULL AS present, p.name AS old_name, " \
-        "              (p.file_seq, p.line) >= ($1::bigint, s.line) AS outranked, " \
+        "              NOT " SQL_OLDER("p", "$1::bigint", "s.line") " AS outranked, " \
         "              p.file_seq = $1::bigint AND p.line < s.line AS superseding, " \
         "              " CHANGED " AS changed " \
         "       FROM s LEFT JOIN public.products p ON " JOIN "), " \
@@ -113,15 +114,13 @@ static void apply_result(Job *j, PGresult *res, uint64_t rows)
 static const char *const insert_new_sku = INSERT_NEW("sku");
 static const char *const insert_new_sku_name = INSERT_NEW("sku, name");
 
-#define SAMPLE_KEYS "64"
-
 /* -EEXIST when products has some of the keys or the insert met one. */
 static int insert_new_rows(Job *j)
 {
         const char *p[1] = { j->ids[0] };
         int r = db_query_bool(j->conn, &j->error,
                               "SELECT EXISTS (SELECT 1 FROM public.products WHERE sku IN "
-                              "(SELECT sku FROM pg_temp.stage LIMIT " SAMPLE_KEYS "))", 0, NULL);
+                              "(SELECT sku FROM pg_temp.stage LIMIT " SAMPLE_KEYS_SQL "))", 0, NULL);
 
         if (r != 0)
                 return r < 0 ? r : -EEXIST;
@@ -153,7 +152,7 @@ static char *apply_update_sql(const Job *j, const Header *h)
         return xasprintf(
                 "WITH s AS (SELECT DISTINCT ON (%s) sku, name, description, line FROM pg_temp.stage "
                 "           ORDER BY %s, line DESC), "
-                " k AS (SELECT s.*, p.name AS old_name, (p.file_seq, p.line) >= ($1::bigint, s.line) AS outranked, "
+                " k AS (SELECT s.*, p.name AS old_name, NOT " SQL_OLDER("p", "$1::bigint", "s.line") " AS outranked, "
                 "       p.file_seq = $1::bigint AND p.line < s.line AS superseding "
                 "       FROM s JOIN public.products p ON %s), "
                 " u AS (UPDATE public.products p SET %sfile_seq = $1::bigint, line = s.line "

@@ -3,6 +3,7 @@
  * existing rows: both bounded by the batch size the worker chooses. */
 #include "batch.h"
 #include "loader.h"
+#include "rules.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -213,7 +214,7 @@ static RowFate fate_of(BatchRow *r, const Existing *ex, const BatchRules *rules)
         if (r->existing < 0)
                 return rules->kind == KIND_INGEST ? FATE_INSERT : FATE_UNKNOWN;
         const Existing *e = &ex[r->existing];
-        if (e->file_seq > rules->file_seq || (e->file_seq == rules->file_seq && (uint64_t)e->line >= r->line))
+        if (!version_older(e->file_seq, (uint64_t)e->line, rules->file_seq, r->line))
                 return FATE_OUTRANKED;
         r->superseding = e->file_seq == rules->file_seq;
         return changes(r, e, rules) ? FATE_UPDATE : FATE_UNCHANGED;

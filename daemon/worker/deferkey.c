@@ -2,6 +2,7 @@
 #include "deferkey.h"
 #include "db.h"
 #include "lookahead.h"
+#include "rules.h"
 #include "util.h"
 
 #include <errno.h>
@@ -94,14 +95,14 @@ static const char apply_sku[] =
         "WHERE file_id = $1 ORDER BY sku, line DESC "
         "ON CONFLICT (sku) DO UPDATE SET name = EXCLUDED.name, description = EXCLUDED.description, "
         "file_seq = EXCLUDED.file_seq, line = EXCLUDED.line "
-        "WHERE (products.file_seq, products.line) < (EXCLUDED.file_seq, EXCLUDED.line)";
+        "WHERE " SQL_OLDER("products", "EXCLUDED.file_seq", "EXCLUDED.line");
 static const char apply_sku_name[] =
         "INSERT INTO public.products (sku, name, description, file_seq, line) "
         "SELECT DISTINCT ON (sku, name) sku, name, description, file_seq, line FROM ingest.deferred_rows "
         "WHERE file_id = $1 ORDER BY sku, name, line DESC "
         "ON CONFLICT (sku, name) DO UPDATE SET description = EXCLUDED.description, "
         "file_seq = EXCLUDED.file_seq, line = EXCLUDED.line "
-        "WHERE (products.file_seq, products.line) < (EXCLUDED.file_seq, EXCLUDED.line)";
+        "WHERE " SQL_OLDER("products", "EXCLUDED.file_seq", "EXCLUDED.line");
 
 /* A deferred row that is not in products now was superseded; its chunk
  * counted it loaded. */

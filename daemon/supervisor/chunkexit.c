@@ -1,0 +1,116 @@
+/* chunkexit.c - see chunkexit.h. */
+#include "chunkexit.h"
+#include "db.h"
+#include "log.h"
+#include "outcome.h"
+#include "policy.h"
+#include "registry.h"
+#include "state.h"
+#include "util.h"
+
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+
+static char *chunk_report(PGconn *conn, const Child *c, int *ret_attempts)
+{
+        char file[32], no[32];
+        const char *p[2] = { file, no };
+
+        snprintf(file, sizeof file, "%" PRId64, c->file_id);
+        snprintf(no, sizeof no, "%d", c->chunk_no);
+        PGresult *res = db_query(conn, NULL,
+                "SELECT attempts, first_line, coalesce((SELECT n.first_line - 1 FROM ingest.chunks n "
+                "WHERE n.file_id = c.file_id AND n.start_offset = c.end_offset LIMIT 1)::text, 'end'), "
+                "coalesce(error, 'no error recorded') "
+                "FROM ingest.chunks c WHERE file_id = $1 AND no = $2", 2, p);
+        char *report = NULL;
+
+        *ret_attempts = 0;
+        if (res && PQntuples(res) == 1) {
+                *ret_attempts = atoi(PQgetvalue(res, 0, 0));
+                report = xasprintf("chunk %d (lines %s-%s): %s", c->chunk_no, PQgetvalue(res, 0, 1),
+                                   PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3));
+        }
+        PQclear(res);
+        return report ? report : xasprintf("chunk %d", c->chunk_no);
+}
+
+static int fail_running_file(PGconn *conn, const Config *cfg, const Children *ch, int64_t file_id,
+                             const char *reason)
+{
+        int r = registry_fail(conn, cfg, file_id, reason);
+
+        children_signal(ch, SIGTERM, file_id);
+        return r;
+}
+
+/* One line per committed chunk, from the row the worker committed. */
+static void log_chunk_done(PGconn *conn, const Child *c)
+{
+        char file[32], no[32];
+        const char *p[2] = { file, no };
+
+        snprintf(file, sizeof file, "%" PRId64, c->file_id);
+        snprintf(no, sizeof no, "%d", c->chunk_no);
+        PGresult *res = db_query(conn, NULL,
+                "SELECT f.name, k.rows_loaded, k.rows_rejected, k.rows_superseded, k.attempts, f.chunks "
+                "FROM ingest.chunks k JOIN ingest.files f ON f.id = k.file_id "
+                "WHERE k.file_id = $1 AND k.no = $2 AND k.state = " SQL_STATE(STATE_DONE), 2, p);
+        if (res && PQntuples(res) == 1)
+                log_ctx(LOG_INFO, (LogCtx){ PQgetvalue(res, 0, 0), c->file_id, c->chunk_no,
+                                            atoll(PQgetvalue(res, 0, 1)), "chunk-done" },
+                        "chunk %d/%s committed: %s loaded, %s rejected, %s superseded (attempt %s)",
+                        c->chunk_no, PQgetvalue(res, 0, 5), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
+                        PQgetvalue(res, 0, 3), PQgetvalue(res, 0, 4));
+        PQclear(res);
+}
+
+int chunkexit_code(int status)
+{
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+}
+
+int chunkexit_record(PGconn *conn, const Config *cfg, const Children *ch, const Child *c, int status,
+                     char **ret_error)
+{
+        int code = chunkexit_code(status), attempts = 0, r = 0;
+        Outcome o = outcome_of_wait_status(status);
+        LogCtx ctx = { NULL, c->file_id, c->chunk_no, -1, NULL };
+        char *report = NULL;
+        double delay = 0;
+
+        if (o != OUTCOME_DONE && o != OUTCOME_NOT_RUN)
+                report = chunk_report(conn, c, &attempts);
+        switch (policy_after_exit(o, attempts, cfg->retry_max_attempts, cfg->retry_backoff, &delay)) {
+        case ACTION_DONE:
+                log_chunk_done(conn, c);
+                break;
+        case ACTION_RELEASE:
+                r = chunk_release(conn, c->file_id, c->chunk_no, CHUNK_PENDING, 0, false, ret_error);
+                break;
+        case ACTION_FAIL_FILE:
+                r = chunk_release(conn, c->file_id, c->chunk_no, CHUNK_PENDING, 0, false, ret_error);
+                if (r == 0)
+                        r = fail_running_file(conn, cfg, ch, c->file_id, report);
+                break;
+        case ACTION_RETRY:
+                log_ctx(LOG_WARNING, ctx, "%s; worker %s %d; attempt %d of %d, retrying in %.1f s", report,
+                        code < 0 ? "killed by signal" : "exited with", code < 0 ? -code : code, attempts,
+                        cfg->retry_max_attempts, delay);
+                r = chunk_release(conn, c->file_id, c->chunk_no, CHUNK_PENDING, delay, true, ret_error);
+                break;
+        case ACTION_GIVE_UP: {
+                char *reason = xasprintf("%s; failed %d times", report, attempts);
+                r = chunk_release(conn, c->file_id, c->chunk_no, CHUNK_FAILED, 0, true, ret_error);
+                if (r == 0)
+                        r = fail_running_file(conn, cfg, ch, c->file_id, reason);
+                free(reason);
+                break;
+        }
+        }
+        free(report);
+        return r;
+}
