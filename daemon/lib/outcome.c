@@ -56,3 +56,8 @@ Outcome outcome_of_errno(int e)
                 return OUTCOME_RETRY;
         }
 }
+
+int outcome_wait_code(int status)
+{
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+}

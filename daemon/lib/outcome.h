@@ -21,3 +21,5 @@ Outcome outcome_of_wait_status(int status);
  * data) fail the file. */
 Outcome outcome_of_errno(int e);
 const char *outcome_name(Outcome o);
+/* A child's exit code, or minus the signal that killed it, for the log. */
+int outcome_wait_code(int status);

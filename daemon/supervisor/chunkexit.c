@@ -14,22 +14,33 @@
 #include <stdlib.h>
 #include <sys/wait.h>
 
-static char *chunk_report(PGconn *conn, const Child *c, int *ret_attempts)
+/* One row about the child's chunk ($1 its file, $2 its number), or NULL. */
+static PGresult *chunk_query(PGconn *conn, const Child *c, const char *sql)
 {
         char file[32], no[32];
         const char *p[2] = { file, no };
 
         snprintf(file, sizeof file, "%" PRId64, c->file_id);
         snprintf(no, sizeof no, "%d", c->chunk_no);
-        PGresult *res = db_query(conn, NULL,
+        PGresult *res = db_query(conn, NULL, sql, 2, p);
+        if (res && PQntuples(res) != 1) {
+                PQclear(res);
+                res = NULL;
+        }
+        return res;
+}
+
+static char *chunk_report(PGconn *conn, const Child *c, int *ret_attempts)
+{
+        PGresult *res = chunk_query(conn, c,
                 "SELECT attempts, first_line, coalesce((SELECT n.first_line - 1 FROM ingest.chunks n "
                 "WHERE n.file_id = c.file_id AND n.start_offset = c.end_offset LIMIT 1)::text, 'end'), "
                 "coalesce(error, 'no error recorded') "
-                "FROM ingest.chunks c WHERE file_id = $1 AND no = $2", 2, p);
+                "FROM ingest.chunks c WHERE file_id = $1 AND no = $2");
         char *report = NULL;
 
         *ret_attempts = 0;
-        if (res && PQntuples(res) == 1) {
+        if (res) {
                 *ret_attempts = atoi(PQgetvalue(res, 0, 0));
                 report = xasprintf("chunk %d (lines %s-%s): %s", c->chunk_no, PQgetvalue(res, 0, 1),
                                    PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3));
@@ -50,16 +61,11 @@ static int fail_running_file(PGconn *conn, const Config *cfg, const Children *ch
 /* One line per committed chunk, from the row the worker committed. */
 static void log_chunk_done(PGconn *conn, const Child *c)
 {
-        char file[32], no[32];
-        const char *p[2] = { file, no };
-
-        snprintf(file, sizeof file, "%" PRId64, c->file_id);
-        snprintf(no, sizeof no, "%d", c->chunk_no);
-        PGresult *res = db_query(conn, NULL,
+        PGresult *res = chunk_query(conn, c,
                 "SELECT f.name, k.rows_loaded, k.rows_rejected, k.rows_superseded, k.attempts, f.chunks "
                 "FROM ingest.chunks k JOIN ingest.files f ON f.id = k.file_id "
-                "WHERE k.file_id = $1 AND k.no = $2 AND k.state = " SQL_STATE(STATE_DONE), 2, p);
-        if (res && PQntuples(res) == 1)
+                "WHERE k.file_id = $1 AND k.no = $2 AND k.state = " SQL_STATE(STATE_DONE));
+        if (res)
                 log_ctx(LOG_INFO, (LogCtx){ PQgetvalue(res, 0, 0), c->file_id, c->chunk_no,
                                             atoll(PQgetvalue(res, 0, 1)), "chunk-done" },
                         "chunk %d/%s committed: %s loaded, %s rejected, %s superseded (attempt %s)",
@@ -68,15 +74,11 @@ static void log_chunk_done(PGconn *conn, const Child *c)
         PQclear(res);
 }
 
-int chunkexit_code(int status)
-{
-        return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
-}
 
 int chunkexit_record(PGconn *conn, const Config *cfg, const Children *ch, const Child *c, int status,
                      char **ret_error)
 {
-        int code = chunkexit_code(status), attempts = 0, r = 0;
+        int code = outcome_wait_code(status), attempts = 0, r = 0;
         Outcome o = outcome_of_wait_status(status);
         LogCtx ctx = { NULL, c->file_id, c->chunk_no, -1, NULL };
         char *report = NULL;

@@ -11,5 +11,3 @@
  * whether the connection is lost). */
 int chunkexit_record(PGconn *c, const Config *cfg, const Children *ch, const Child *child, int status,
                      char **ret_error);
-/* A child's exit code, or minus the signal that killed it, for the log. */
-int chunkexit_code(int status);

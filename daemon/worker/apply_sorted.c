@@ -1,6 +1,6 @@
-/* apply_sorted.c - the sorted path of a chunk (see job.h), for a products
- * whose key index outgrew the server's cache. */
-#include "job.h"
+/* apply_sorted.c - the sorted path (apply.h), for a products whose key index
+ * outgrew the server's cache. */
+#include "apply.h"
 #include "db.h"
 #include "rules.h"
 #include "schema.h"
@@ -11,6 +11,11 @@
 
 #define COPY_FLUSH (256u << 10)     /* COPY data goes out in pieces of this size */
 
+typedef struct SortedPath {
+        const ApplyChunk *c;
+        ApplyResult res;
+} SortedPath;
+
 /* The whole chunk is copied into a temporary table and applied by one
  * statement in key order, so each index page is visited once per chunk.
  * Batches (apply_batches.c) visit a page per key, and once the index is larger
@@ -20,27 +25,40 @@
  * plain INSERT and changed ones an UPDATE (cheaper than INSERT ... ON
  * CONFLICT, whose speculative insertion measured 1.62 s against 0.94 s for
  * 466,761 rows). */
-static int stage_chunk(Job *j, Buf *rejects)
+static int begin(const ApplyChunk *c, void **ret_state, char **ret_error)
 {
-        Buf rows = { 0 };
+        SortedPath *sp = xcalloc(1, sizeof *sp);
         /* the staging table and the apply's sort and join stay in memory */
-        int r = db_exec(j->conn, &j->error, "SET LOCAL temp_buffers = '256MB'", 0, NULL);
+        int r = db_exec(c->conn, ret_error, "SET LOCAL temp_buffers = '256MB'", 0, NULL);
 
+        sp->c = c;
+        *ret_state = sp;
         if (r == 0)
-                r = db_exec(j->conn, &j->error, "SET LOCAL work_mem = '64MB'", 0, NULL);
+                r = db_exec(c->conn, ret_error, "SET LOCAL work_mem = '64MB'", 0, NULL);
         /* the key columns take the collation of products' */
         if (r == 0)
-                r = db_exec(j->conn, &j->error,
+                r = db_exec(c->conn, ret_error,
                             "CREATE TEMP TABLE stage ON COMMIT DROP AS SELECT sku, name, description, "
                             "0::bigint AS line, 0::bigint AS byte_offset FROM public.products WITH NO DATA", 0, NULL);
         if (r == 0)
-                r = job_copy_begin(j, "COPY pg_temp.stage FROM STDIN");
-        if (r == 0)
-                r = job_load_rows(j, &rows, rejects, COPY_FLUSH, job_copy_flush);
-        if (r == 0)
-                r = job_copy_end(j);
-        buf_free(&rows);
+                r = db_copy_begin(c->conn, ret_error, "COPY pg_temp.stage FROM STDIN");
         return r;
+}
+
+static int piece(void *state, Buf *rows, char **ret_error)
+{
+        SortedPath *sp = state;
+        int r = db_copy_put(sp->c->conn, ret_error, rows->data, rows->len);
+
+        rows->len = 0;
+        return r;
+}
+
+static int rows_done(void *state, char **ret_error)
+{
+        SortedPath *sp = state;
+
+        return db_copy_end(sp->c->conn, ret_error);
 }
 
 /* products_agg changes of this chunk, by name, into ingest.agg_delta in the
@@ -90,15 +108,15 @@ static const char *const apply_ingest_sku_name =
         APPLY_INGEST("sku, name", "p.sku = s.sku AND p.name = s.name", "description = s.description, ",
                      "p.description IS DISTINCT FROM s.description");
 
-static void apply_result(Job *j, PGresult *res, uint64_t rows)
+static void apply_result(SortedPath *sp, PGresult *res, uint64_t rows)
 {
-        j->rows = rows;
-        j->distinct = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
-        j->outranked = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
-        j->superseding = strtoull(PQgetvalue(res, 0, 2), NULL, 10);
+        sp->res.rows = rows;
+        sp->res.distinct = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+        sp->res.outranked = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
+        sp->res.superseding = strtoull(PQgetvalue(res, 0, 2), NULL, 10);
 }
 
-/* A first load (see job_may_copy_new_rows): when none of the first staged
+/* A first load (ApplyChunk.keys_known): when none of the first staged
  * keys is in products, the chunk is inserted in key order without the LEFT
  * JOIN that looks up each key (a quarter of the statement's time at 10M rows),
  * under a savepoint; a key there after all rolls it back to the statement
@@ -115,30 +133,30 @@ static const char *const insert_new_sku = INSERT_NEW("sku");
 static const char *const insert_new_sku_name = INSERT_NEW("sku, name");
 
 /* -EEXIST when products has some of the keys or the insert met one. */
-static int insert_new_rows(Job *j)
+static int insert_new_rows(SortedPath *sp, char **ret_error)
 {
-        const char *p[1] = { j->ids[0] };
-        int r = db_query_bool(j->conn, &j->error,
+        const ApplyChunk *c = sp->c;
+        int r = db_query_bool(c->conn, ret_error,
                               "SELECT EXISTS (SELECT 1 FROM public.products WHERE sku IN "
                               "(SELECT sku FROM pg_temp.stage LIMIT " SAMPLE_KEYS_SQL "))", 0, NULL);
 
         if (r != 0)
                 return r < 0 ? r : -EEXIST;
-        if ((r = job_new_rows_begin(j)) < 0)
+        if ((r = apply_new_rows_begin(c->conn, ret_error)) < 0)
                 return r;
-        PGresult *res = db_query(j->conn, &j->error,
-                                 j->cfg->key == KEY_SKU_NAME ? insert_new_sku_name : insert_new_sku, 1, p);
-        r = job_new_rows_end(j, res ? 0 : -EIO);
+        PGresult *res = db_query(c->conn, ret_error, c->key == KEY_SKU_NAME ? insert_new_sku_name : insert_new_sku,
+                                 1, c->ids);
+        r = apply_new_rows_end(c->conn, res ? 0 : -EIO, ret_error);
         if (r == 0)
-                apply_result(j, res, j->counts.rows);
+                apply_result(sp, res, c->counts->rows);
         PQclear(res);
         return r;
 }
 
 /* For update files: the SET list and the change test follow the header. */
-static char *apply_update_sql(const Job *j, const Header *h)
+static char *apply_update_sql(const ApplyChunk *c, const Header *h)
 {
-        bool sku_name = j->cfg->key == KEY_SKU_NAME;
+        bool sku_name = c->key == KEY_SKU_NAME;
         bool set_name = !sku_name && h->index[COL_NAME] >= 0;
         bool set_desc = h->index[COL_DESCRIPTION] >= 0;
         const char *key = sku_name ? "sku, name" : "sku";
@@ -166,17 +184,17 @@ static char *apply_update_sql(const Job *j, const Header *h)
                 key, key, match, set, match, old, new);
 }
 
-static int reject_unknown_staged(Job *j, uint64_t *ret_unknown)
+static int reject_unknown_staged(const ApplyChunk *c, uint64_t *ret_unknown, char **ret_error)
 {
-        const char *p[3] = { j->ids[0], j->ids[1], job_unknown_reason(j) };
-        const char *sql = j->cfg->key == KEY_SKU_NAME
+        const char *p[3] = { c->ids[0], c->ids[1], apply_unknown_reason(c->key) };
+        const char *sql = c->key == KEY_SKU_NAME
                 ? "INSERT INTO ingest.rejects (file_id, chunk_no, line, byte_offset, reason) "
                   "SELECT $1, $2, line, byte_offset, $3 FROM pg_temp.stage s WHERE NOT EXISTS "
                   "(SELECT 1 FROM public.products p WHERE p.sku = s.sku AND p.name = s.name)"
                 : "INSERT INTO ingest.rejects (file_id, chunk_no, line, byte_offset, reason) "
                   "SELECT $1, $2, line, byte_offset, $3 FROM pg_temp.stage s WHERE NOT EXISTS "
                   "(SELECT 1 FROM public.products p WHERE p.sku = s.sku)";
-        PGresult *res = db_query(j->conn, &j->error, sql, 3, p);
+        PGresult *res = db_query(c->conn, ret_error, sql, 3, p);
 
         if (!res)
                 return -EIO;
@@ -185,49 +203,43 @@ static int reject_unknown_staged(Job *j, uint64_t *ret_unknown)
         return 0;
 }
 
-static int apply_staged(Job *j)
+static int finish(void *state, ApplyResult *ret, char **ret_error)
 {
-        const char *p[1] = { j->ids[0] };
-        uint64_t rows = j->counts.rows, unknown = 0;
+        SortedPath *sp = state;
+        const ApplyChunk *c = sp->c;
+        uint64_t rows = c->counts->rows, unknown = 0;
         char *sql = NULL;
-        int r;
+        int r = c->keys_known ? insert_new_rows(sp, ret_error) : -EEXIST;
 
-        if (job_may_copy_new_rows(j) && (r = insert_new_rows(j)) != -EEXIST) {
-                j->new_rows = r == 0;
+        sp->res.pieces = 1;
+        if (r != -EEXIST) {
+                sp->res.new_pieces = r == 0;
+                *ret = sp->res;
                 return r;
         }
-        if (j->kind == KIND_UPDATE) {
-                if ((r = reject_unknown_staged(j, &unknown)) < 0)
+        if (c->kind == KIND_UPDATE) {
+                if ((r = reject_unknown_staged(c, &unknown, ret_error)) < 0)
                         return r;
                 rows -= unknown;
-                sql = apply_update_sql(j, &j->header);
+                sql = apply_update_sql(c, c->header);
         }
-        const char *text = sql ? sql : j->cfg->key == KEY_SKU_NAME ? apply_ingest_sku_name : apply_ingest_sku;
-        PGresult *res = db_query(j->conn, &j->error, text, 1, p);
+        const char *text = sql ? sql : c->key == KEY_SKU_NAME ? apply_ingest_sku_name : apply_ingest_sku;
+        PGresult *res = db_query(c->conn, ret_error, text, 1, c->ids);
         free(sql);
         if (!res)
                 return -EIO;
-        apply_result(j, res, rows);
-        j->unknown = unknown;
+        apply_result(sp, res, rows);
+        sp->res.unknown = unknown;
         PQclear(res);
+        *ret = sp->res;
         return 0;
 }
 
-/* Stages the chunk, waits for the lane's previous chunk (staging overlapped
- * its apply), applies. */
-int apply_sorted(Job *j, Buf *rejects)
-{
-        int r = stage_chunk(j, rejects);
-        double t = now_monotonic();
+static void free_state(void *state) { free(state); }
 
-        if (r == 0)
-                r = job_wait_predecessor(j);
-        j->t_wait = now_monotonic() - t;
-        if (r == 0)
-                return -ECANCELED;
-        t = now_monotonic();
-        if (r > 0)
-                r = apply_staged(j);
-        j->t_apply = now_monotonic() - t;
-        return r;
-}
+/* The chunk is staged (its parse overlaps the previous chunk's apply), then
+ * the lane's previous chunk is waited for, then one statement applies it. */
+const ApplyPath apply_sorted = {
+        .name = "sorted", .piece_bytes = COPY_FLUSH, .ordered = true, .stage_first = true,
+        .begin = begin, .piece = piece, .rows_done = rows_done, .finish = finish, .free = free_state,
+};

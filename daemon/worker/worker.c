@@ -1,17 +1,20 @@
-/* worker.c - one chunk, one transaction: lock the chunk row, apply the valid
- * rows of its key lane once the previous chunk of the lane has committed (in
- * batches or sorted, see job.h), store the rejects, mark the chunk done,
- * COMMIT. The commit is the checkpoint; the row
- * lock makes a second worker for the same chunk wait and then find it done, so
- * each chunk is applied exactly once. Applying each lane's chunks in file order
- * (lanes hold disjoint skus) makes the table equal to a sequential load even
- * though unchanged rows are skipped. Any failure rolls back everything. */
+/* worker.c - one chunk, one transaction, and the only place that runs its
+ * sequence: lock the chunk row, note where its keys occur last, wait for the
+ * lane's previous chunk, load the rows into the chosen apply path (apply.h),
+ * store the rejects, mark the chunk done, COMMIT. The commit is the
+ * checkpoint; the row lock makes a second worker for the same chunk wait and
+ * then find it done, so each chunk is applied exactly once. Applying each
+ * lane's chunks in file order (lanes hold disjoint skus) makes the table equal
+ * to a sequential load even though unchanged rows are skipped. Any failure
+ * rolls back everything; the outcome (outcome.h) becomes the exit status. */
 #include "worker.h"
+#include "apply.h"
 #include "db.h"
-#include "job.h"
+#include "deferkey.h"
+#include "loader.h"
 #include "log.h"
+#include "lookahead.h"
 #include "outcome.h"
-#include "planner.h"
 #include "state.h"
 #include "util.h"
 
@@ -31,18 +34,45 @@
 static volatile sig_atomic_t stop_requested;
 static void on_term(int sig) { (void)sig; stop_requested = 1; }
 
-static LogCtx job_ctx(const Job *j)
+typedef struct Chunk {
+        const Config *cfg;
+        PGconn *conn;
+        int64_t file_id;
+        int chunk_no;
+        const char *path;
+        char ids[2][32];           /* file_id, chunk_no as text parameters */
+        FileKind kind;
+        int lane, lanes;
+        uint64_t rows_estimate;    /* the chunk's rows, from the file's rows and the range's share of its bytes */
+        bool deferred;             /* the file defers products' key (deferkey.h) */
+        const char *map;           /* the file's image (see open_file), and its size */
+        size_t map_size;
+        Header header;
+        ByteRange range;
+        Lookahead later;           /* where the chunk's keys occur last in the file (ingest files) */
+        Buf rows, rejects, uncertain;
+        LoadCounts counts;
+        const ApplyPath *way;      /* the apply path taken */
+        void *state;               /* the path's */
+        ApplyResult result;
+        bool waited, key_built;
+        uint64_t loaded, superseded, rejected;
+        double t_lookahead, t_wait, t_apply, t_stage, t_commit;   /* seconds per phase, for the log */
+        char *error;
+} Chunk;
+
+static LogCtx chunk_ctx(const Chunk *ch)
 {
-        return (LogCtx){ dropped_name(j->path), j->file_id, j->chunk_no, -1, NULL };
+        return (LogCtx){ dropped_name(ch->path), ch->file_id, ch->chunk_no, -1, NULL };
 }
 
 /* Locks our chunk row. Returns 1 when there is work, 0 when already done. A
  * successor's probe holds the row for an instant, hence a short lock timeout
  * rather than NOWAIT; a second live worker on the chunk holds it far longer. */
-static int lock_chunk(Job *j)
+static int lock_chunk(Chunk *ch)
 {
-        const char *p[2] = { j->ids[0], j->ids[1] };
-        PGresult *res = db_query(j->conn, &j->error,
+        const char *p[2] = { ch->ids[0], ch->ids[1] };
+        PGresult *res = db_query(ch->conn, &ch->error,
                 "SELECT c.state, c.start_offset, c.end_offset, c.first_line, f.kind, c.lane, f.lanes, "
                 "       CASE WHEN f.size > 0 THEN f.data_rows * (c.end_offset - c.start_offset) / f.size / f.lanes "
                 "            ELSE f.data_rows END, f.deferred_key IS NOT NULL "
@@ -53,61 +83,40 @@ static int lock_chunk(Job *j)
         if (!res)
                 return -EIO;
         if (PQntuples(res) != 1) {
-                j->error = xstrdup("chunk not found in ingest.chunks");
+                ch->error = xstrdup("chunk not found in ingest.chunks");
                 PQclear(res);
                 return -ENOENT;
         }
         r = strcmp(PQgetvalue(res, 0, 0), STATE_DONE) != 0;
-        j->range.start = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
-        j->range.end = strtoull(PQgetvalue(res, 0, 2), NULL, 10);
-        j->range.first_line = strtoull(PQgetvalue(res, 0, 3), NULL, 10);
-        j->kind = strcmp(PQgetvalue(res, 0, 4), "update") == 0 ? KIND_UPDATE : KIND_INGEST;
-        j->lane = atoi(PQgetvalue(res, 0, 5));
-        j->lanes = atoi(PQgetvalue(res, 0, 6));
-        j->rows_estimate = strtoull(PQgetvalue(res, 0, 7), NULL, 10);
-        j->bulk = j->kind == KIND_INGEST && strcmp(PQgetvalue(res, 0, 8), "t") == 0;
+        ch->range.start = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
+        ch->range.end = strtoull(PQgetvalue(res, 0, 2), NULL, 10);
+        ch->range.first_line = strtoull(PQgetvalue(res, 0, 3), NULL, 10);
+        ch->kind = strcmp(PQgetvalue(res, 0, 4), "update") == 0 ? KIND_UPDATE : KIND_INGEST;
+        ch->lane = atoi(PQgetvalue(res, 0, 5));
+        ch->lanes = atoi(PQgetvalue(res, 0, 6));
+        ch->rows_estimate = strtoull(PQgetvalue(res, 0, 7), NULL, 10);
+        ch->deferred = ch->kind == KIND_INGEST && strcmp(PQgetvalue(res, 0, 8), "t") == 0;
         PQclear(res);
         return r;
 }
 
-int job_copy_flush(Buf *rows, void *ud)
-{
-        Job *j = ud;
-        int r = db_copy_put(j->conn, &j->error, rows->data, rows->len);
-
-        rows->len = 0;
-        return r;
-}
-
-int job_copy_end(Job *j) { return db_copy_end(j->conn, &j->error); }
-
-int job_copy_begin(Job *j, const char *sql) { return db_copy_begin(j->conn, &j->error, sql); }
-
-int job_copy_rows(Job *j, const char *sql, Buf *rows)
-{
-        int r = job_copy_begin(j, sql);
-
-        if (r == 0)
-                r = job_copy_flush(rows, j);
-        return r == 0 ? job_copy_end(j) : r;
-}
-
-/* Maps the file, checks it is still the one that was planned, and parses
- * its header: both apply paths read the chunk from this image. */
-static int open_file(Job *j)
+/* Maps the file, checks it is still the one that was planned, and parses its
+ * header. -errno of the open or the map (outcome_of_errno classifies it), or
+ * -EINVAL for a file that no longer matches its plan. */
+static int open_file(Chunk *ch)
 {
         struct stat st;
-        int fd = open(j->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        int fd = open(ch->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 
         if (fd < 0 || fstat(fd, &st) < 0) {
                 int e = errno;
-                j->error = xasprintf("%s: %s", j->path, strerror(e));
+                ch->error = xasprintf("%s: %s", ch->path, strerror(e));
                 if (fd >= 0)
                         close(fd);
                 return -e;
         }
-        if ((uint64_t)st.st_size < j->range.end) {
-                j->error = xasprintf("%s: file is shorter than when it was planned", j->path);
+        if ((uint64_t)st.st_size < ch->range.end) {
+                ch->error = xasprintf("%s: file is shorter than when it was planned", ch->path);
                 close(fd);
                 return -EINVAL;
         }
@@ -115,267 +124,287 @@ static int open_file(Job *j)
         int e = errno;
         close(fd);
         if (map == MAP_FAILED) {
-                j->error = xasprintf("%s: mmap: %s", j->path, strerror(e));
+                ch->error = xasprintf("%s: mmap: %s", ch->path, strerror(e));
                 return -e;
         }
-        j->map = map;
-        j->map_size = (size_t)st.st_size;
-        return header_parse(map, j->map_size, j->kind, j->cfg->key, &j->header, &j->error);
+        ch->map = map;
+        ch->map_size = (size_t)st.st_size;
+        return header_parse(map, ch->map_size, ch->kind, ch->cfg->key, &ch->header, &ch->error);
 }
 
-
-static LoaderInput loader_input(Job *j)
+static LoaderInput loader_input(Chunk *ch)
 {
-        return (LoaderInput){ j->map, j->range.start, j->range.end, j->range.first_line, &j->header,
-                              j->cfg->max_field, j->file_id, j->chunk_no, (unsigned)j->lane, (unsigned)j->lanes,
-                              j->cfg->key, NULL, j->map_size,
-                              .uncertain = j->bulk ? &j->uncertain : NULL, .uncertain_max = j->uncertain_max };
-}
-
-/* For an ingest file, notes where the chunk's keys occur last in the file
- * (j->later), once. */
-static void note_later(Job *j)
-{
-        if (j->kind != KIND_INGEST || j->later.slot)
-                return;
-        double t = now_monotonic();
-        LoaderInput in = loader_input(j);
-        /* a table no larger than needed stays in the CPU's caches; a file
-         * whose rows are unevenly long still has room to spare */
-        lookahead_init(&j->later, j->rows_estimate + j->rows_estimate / 2 + 1024, LOOKAHEAD_BYTES);
-        loader_note_keys(&in, &j->later);
-        j->t_lookahead = now_monotonic() - t;
+        return (LoaderInput){ ch->map, ch->range.start, ch->range.end, ch->range.first_line, &ch->header,
+                              ch->cfg->max_field, ch->file_id, ch->chunk_no, (unsigned)ch->lane,
+                              (unsigned)ch->lanes, ch->cfg->key, ch->later.slot ? &ch->later : NULL, ch->map_size,
+                              .uncertain = ch->deferred ? &ch->uncertain : NULL,
+                              .uncertain_max = DEFERRED_UNCERTAIN_MAX };
 }
 
 /* An ingest file's row that a later row of the same key supersedes is not
  * sent at all (see lookahead.h): the chunk first notes where its keys occur
- * last, reading from its start to the end of the file. Update files keep
- * every row: one with an unknown key is a reject each time it occurs. */
-int job_load_rows(Job *j, Buf *rows, Buf *rejects, size_t flush_at, LoaderFlush flush)
+ * last, reading from its start to the end of the file, once. Update files
+ * keep every row: one with an unknown key is a reject each time it occurs. */
+static void note_later(Chunk *ch)
 {
-        note_later(j);
-        LoaderInput in = loader_input(j);
-        in.later = j->later.slot ? &j->later : NULL;
-        return loader_run(&in, rows, rejects, flush_at, flush, j, &j->counts);
+        if (ch->kind != KIND_INGEST || ch->later.slot)
+                return;
+        double t = now_monotonic();
+        LoaderInput in = loader_input(ch);
+        /* a table no larger than needed stays in the CPU's caches; a file
+         * whose rows are unevenly long still has room to spare */
+        lookahead_init(&ch->later, ch->rows_estimate + ch->rows_estimate / 2 + 1024, LOOKAHEAD_BYTES);
+        loader_note_keys(&in, &ch->later);
+        ch->t_lookahead = now_monotonic() - t;
 }
 
-bool job_may_copy_new_rows(const Job *j)
-{
-        return j->kind == KIND_INGEST && j->later.slot && !j->later.incomplete;
-}
-
-int job_new_rows_begin(Job *j)
-{
-        return db_exec(j->conn, &j->error, "SAVEPOINT new_rows", 0, NULL);
-}
-
-int job_new_rows_end(Job *j, int r)
-{
-        if (r == 0)
-                return db_exec(j->conn, &j->error, "RELEASE SAVEPOINT new_rows", 0, NULL);
-        if (r != -EEXIST && !db_unique_violation(j->error))
-                return r;
-        free(j->error);
-        j->error = NULL;
-        return db_exec(j->conn, &j->error, "ROLLBACK TO SAVEPOINT new_rows", 0, NULL) < 0 ? -EIO : -EEXIST;
-}
-
-const char *job_unknown_reason(const Job *j)
-{
-        return j->cfg->key == KEY_SKU_NAME ? "unknown sku,name: update files do not insert"
-                                           : "unknown sku: update files do not insert";
-}
-
-/* Blocks until chunk no-lanes (the previous range of our lane) has committed. 1 = go on, 0 = give up (stop or the
- * file failed), <0 = database error. FOR SHARE waits while the predecessor's
- * worker holds its row; the savepoint is rolled back at once so that our share
- * lock never blocks a predecessor that has not started yet. */
-int job_wait_predecessor(Job *j)
+/* Blocks until chunk no - lanes (the previous range of our lane) has
+ * committed. 0 = go on, -ECANCELED = give up (stop, or the file failed), <0
+ * = database error. FOR SHARE waits while the predecessor's worker holds its
+ * row; the savepoint is rolled back at once so that our share lock never
+ * blocks a predecessor that has not started yet. */
+static int wait_predecessor(Chunk *ch)
 {
         char prev[32];
-        const char *p[2] = { j->ids[0], prev };
+        const char *p[2] = { ch->ids[0], prev };
+        double t = now_monotonic();
 
-        if (j->chunk_no <= j->lanes)
-                return 1;
-        snprintf(prev, sizeof prev, "%d", j->chunk_no - j->lanes);
+        ch->waited = true;
+        if (ch->chunk_no <= ch->lanes)
+                return 0;
+        snprintf(prev, sizeof prev, "%d", ch->chunk_no - ch->lanes);
         for (;;) {
-                if (db_exec(j->conn, &j->error, "SAVEPOINT predecessor", 0, NULL) < 0)
+                if (db_exec(ch->conn, &ch->error, "SAVEPOINT predecessor", 0, NULL) < 0)
                         return -EIO;
-                PGresult *res = db_query(j->conn, &j->error,
+                PGresult *res = db_query(ch->conn, &ch->error,
                         "SELECT c.state, f.state FROM ingest.chunks c JOIN ingest.files f ON f.id = c.file_id "
                         "WHERE c.file_id = $1 AND c.no = $2 FOR SHARE OF c", 2, p);
-                if (!res || db_exec(j->conn, &j->error, "ROLLBACK TO SAVEPOINT predecessor", 0, NULL) < 0) {
+                if (!res || db_exec(ch->conn, &ch->error, "ROLLBACK TO SAVEPOINT predecessor", 0, NULL) < 0) {
                         PQclear(res);
                         return -EIO;
                 }
                 bool done = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), STATE_DONE) == 0;
                 bool failed = PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 1), STATE_FAILED) == 0;
                 PQclear(res);
+                ch->t_wait = now_monotonic() - t;
                 if (done)
-                        return 1;
-                if (failed || stop_requested)
                         return 0;
+                if (failed || stop_requested)
+                        return -ECANCELED;
                 nanosleep(&(struct timespec){ 0, 10L * 1000 * 1000 }, NULL);
         }
 }
 
-/* Which path: the sorted one once products' key index is larger than
+/* The loader's flush: a path that applies as the rows come first waits for
+ * the lane's previous chunk (parsing the first piece overlapped its apply). */
+static int on_piece(Buf *rows, void *ud)
+{
+        Chunk *ch = ud;
+        int r = ch->way->ordered && !ch->way->stage_first && !ch->waited ? wait_predecessor(ch) : 0;
+        double t = now_monotonic();
+
+        if (r == 0)
+                r = ch->way->piece(ch->state, rows, &ch->error);
+        ch->t_apply += now_monotonic() - t;
+        return r;
+}
+
+/* The keyed paths: the sorted one once products' key index is larger than
  * sorted_apply_above (0: a quarter of shared_buffers). */
-static int choose_path(Job *j)
+static int choose_keyed_path(Chunk *ch)
 {
         char limit[32];
         const char *p[1] = { limit };
 
-        snprintf(limit, sizeof limit, "%" PRIu64, j->cfg->sorted_apply_above);
-        int r = db_query_bool(j->conn, &j->error,
+        snprintf(limit, sizeof limit, "%" PRIu64, ch->cfg->sorted_apply_above);
+        int r = db_query_bool(ch->conn, &ch->error,
                 "SELECT pg_relation_size(indexrelid) > CASE WHEN $1::bigint > 0 THEN $1::bigint "
                 "  ELSE pg_size_bytes(current_setting('shared_buffers')) / 4 END "
                 "FROM pg_index WHERE indrelid = 'public.products'::regclass AND indisprimary", 1, p);
 
-        j->sorted = r == 1;
+        ch->way = r == 1 ? &apply_sorted : &apply_batches;
         return r < 0 ? r : 0;
 }
 
-static int store_rejects(Job *j, Buf *rejects)
+/* The path over the chunk's rows, in the order of apply.h. */
+static int run_path(Chunk *ch)
 {
+        note_later(ch);         /* first: whether the keys are all known */
+        const char *ids[2] = { ch->ids[0], ch->ids[1] };
+        ApplyChunk ac = { ch->conn, ch->file_id, ch->chunk_no, { ids[0], ids[1] }, ch->kind, ch->cfg->key,
+                          &ch->header, ch->kind == KIND_INGEST && ch->later.slot && !ch->later.incomplete,
+                          &ch->rejects, &ch->uncertain, &ch->counts };
+        LoaderInput in;
         int r;
 
-        if (rejects->len == 0)
-                return 0;
-        r = job_copy_begin(j, "COPY ingest.rejects (file_id, chunk_no, line, byte_offset, reason, raw) FROM STDIN");
+        in = loader_input(ch);
+        r = ch->way->begin(&ac, &ch->state, &ch->error);
         if (r == 0)
-                r = job_copy_flush(rejects, j);
-        return r == 0 ? job_copy_end(j) : r;
+                r = loader_run(&in, &ch->rows, &ch->rejects, ch->way->piece_bytes, on_piece, ch, &ch->counts);
+        if (r == 0 && ch->way->rows_done)
+                r = ch->way->rows_done(ch->state, &ch->error);
+        if (r == 0 && ch->way->ordered && !ch->waited)   /* staged, or no rows in our lane: still in order */
+                r = wait_predecessor(ch);
+        double t = now_monotonic();
+        if (r == 0)
+                r = ch->way->finish(ch->state, &ch->result, &ch->error);
+        ch->t_apply += now_monotonic() - t;
+        ch->way->free(ch->state);
+        ch->state = NULL;
+        return r;
 }
 
-/* What ingest.chunks.apply_path records: the path ("deferred", "batches",
- * "sorted"); "-new" when all its rows were copied as new without a full probe
- * ("-partly-new": some batches); "key+" first when the chunk built the
- * deferred key before it applied its rows. */
-static const char *apply_path(const Job *j, char *buf, size_t size)
+/* The one fallback: a deferred chunk whose rows the lookahead cannot tell
+ * apart (-ENOSPC, see apply_deferred.c) goes back to before its rows, builds
+ * products' key in this transaction and applies its rows by a keyed path. */
+static int build_key_and_rerun(Chunk *ch)
 {
-        const char *path = j->bulk ? "deferred" : j->sorted ? "sorted" : "batches";
+        int r = db_exec(ch->conn, &ch->error, "ROLLBACK TO SAVEPOINT rows", 0, NULL);
+
+        ch->rejects.len = ch->uncertain.len = ch->rows.len = 0;
+        ch->counts = (LoadCounts){ 0 };
+        ch->result = (ApplyResult){ 0 };
+        ch->t_apply = 0;
+        ch->deferred = false;
+        if (r == 0)
+                r = deferkey_build(ch->conn, ch->file_id, ch->cfg->key, &ch->error);
+        ch->key_built = r > 0;
+        if (r >= 0)
+                r = choose_keyed_path(ch);
+        return r < 0 ? r : run_path(ch);
+}
+
+static int apply_rows(Chunk *ch)
+{
+        int r = 0;
+
+        if (ch->deferred) {
+                ch->way = &apply_deferred;
+                r = db_exec(ch->conn, &ch->error, "SAVEPOINT rows", 0, NULL);
+        } else {
+                r = choose_keyed_path(ch);
+        }
+        if (r == 0)
+                r = run_path(ch);
+        if (r == -ENOSPC && ch->way == &apply_deferred)
+                r = build_key_and_rerun(ch);
+        return r;
+}
+
+/* What ingest.chunks.apply_path records: the path; "-new" when all its
+ * pieces were copied as new without looking up every key ("-partly-new":
+ * some); "key+" first when the chunk built the deferred key before its rows. */
+static const char *apply_path(const Chunk *ch, char *buf, size_t size)
+{
+        const ApplyResult *r = &ch->result;
         const char *how = "";
 
-        if (!j->bulk && (j->sorted ? j->new_rows : j->new_batches > 0))
-                how = j->sorted || j->new_batches == j->batches ? "-new" : "-partly-new";
-        snprintf(buf, size, "%s%s%s", j->key_built ? "key+" : "", path, how);
+        if (ch->way != &apply_deferred && r->new_pieces > 0)
+                how = r->new_pieces == r->pieces ? "-new" : "-partly-new";
+        snprintf(buf, size, "%s%s%s", ch->key_built ? "key+" : "", ch->way ? ch->way->name : "none", how);
         return buf;
 }
 
-static int mark_done(Job *j)
+static int store_rejects(Chunk *ch)
 {
-        ChunkRows rows = { j->loaded, j->rejected, j->superseded };
+        if (ch->rejects.len == 0)
+                return 0;
+        return apply_copy_rows(ch->conn, "COPY ingest.rejects (file_id, chunk_no, line, byte_offset, reason, raw) "
+                                         "FROM STDIN", &ch->rejects, &ch->error);
+}
+
+static int mark_done(Chunk *ch)
+{
+        const ApplyResult *a = &ch->result;
         char path[32];
 
-        return chunk_done(j->conn, j->file_id, j->chunk_no, &rows, apply_path(j, path, sizeof path), &j->error);
+        ch->loaded = a->distinct - a->outranked - a->superseding;
+        ch->superseded = a->rows - a->distinct + a->outranked + a->superseding + ch->counts.superseded;
+        ch->rejected = ch->counts.rejected + a->unknown;
+        ChunkRows rows = { ch->loaded, ch->rejected, ch->superseded };
+        return chunk_done(ch->conn, ch->file_id, ch->chunk_no, &rows, apply_path(ch, path, sizeof path),
+                          &ch->error);
 }
 
 /* The whole transaction. */
-static Outcome load_chunk(Job *j)
+static Outcome load_chunk(Chunk *ch)
 {
-        Buf rejects = { 0 };
         int r;
 
-        if (db_exec(j->conn, &j->error, "BEGIN", 0, NULL) < 0 ||
-            db_exec(j->conn, &j->error, "SET LOCAL lock_timeout = '5s'", 0, NULL) < 0)
+        if (db_exec(ch->conn, &ch->error, "BEGIN", 0, NULL) < 0 ||
+            db_exec(ch->conn, &ch->error, "SET LOCAL lock_timeout = '5s'", 0, NULL) < 0)
                 return OUTCOME_RETRY;
-        r = lock_chunk(j);
-        if (r > 0 && db_exec(j->conn, &j->error, "SET LOCAL lock_timeout = 0", 0, NULL) < 0)
+        r = lock_chunk(ch);
+        if (r > 0 && db_exec(ch->conn, &ch->error, "SET LOCAL lock_timeout = 0", 0, NULL) < 0)
                 r = -EIO;
         if (r <= 0) {
-                PQclear(PQexec(j->conn, r == 0 ? "COMMIT" : "ROLLBACK"));
+                PQclear(PQexec(ch->conn, r == 0 ? "COMMIT" : "ROLLBACK"));
                 return r == 0 ? OUTCOME_DONE : r == -ENOENT ? OUTCOME_BAD_FILE : OUTCOME_RETRY;
         }
         double t0 = now_monotonic();
-        r = open_file(j);
-        if (r == 0 && j->bulk)
-                r = apply_bulk(j, &rejects);
-        if (r == 0 && !j->bulk)
-                r = choose_path(j);
-        if (r == 0 && !j->bulk)
-                r = j->sorted ? apply_sorted(j, &rejects) : apply_in_batches(j, &rejects);
-        if (r == -ECANCELED) {
-                buf_free(&rejects);
-                PQclear(PQexec(j->conn, "ROLLBACK"));
-                return OUTCOME_NOT_RUN;
-        }
-        j->loaded = j->distinct - j->outranked - j->superseding;
-        j->superseded = j->rows - j->distinct + j->outranked + j->superseding + j->counts.superseded;
-        j->rejected = j->counts.rejected + j->unknown;
+        r = open_file(ch);
         if (r == 0)
-                r = store_rejects(j, &rejects);
+                r = apply_rows(ch);
         if (r == 0)
-                r = mark_done(j);
+                r = store_rejects(ch);
+        if (r == 0)
+                r = mark_done(ch);
         double t1 = now_monotonic();
         if (r == 0)
-                r = db_exec(j->conn, &j->error, "COMMIT", 0, NULL);
-        j->t_stage = t1 - t0 - j->t_lookahead - j->t_wait - j->t_apply;
-        j->t_commit = now_monotonic() - t1;
-        buf_free(&rejects);
+                r = db_exec(ch->conn, &ch->error, "COMMIT", 0, NULL);
+        ch->t_stage = t1 - t0 - ch->t_lookahead - ch->t_wait - ch->t_apply;
+        ch->t_commit = now_monotonic() - t1;
         if (r == 0)
                 return OUTCOME_DONE;
-        PQclear(PQexec(j->conn, "ROLLBACK"));
-        return outcome_of_errno(r);
+        PQclear(PQexec(ch->conn, "ROLLBACK"));
+        return r == -ECANCELED ? OUTCOME_NOT_RUN : outcome_of_errno(r);
 }
 
-static void record_error(Job *j)
+/* The supervisor logs the outcome: journald cannot always tell the unit of a
+ * process that exits right after logging. This is the detail, at debug. */
+static void log_done(const Chunk *ch)
 {
-        if (j->error && !db_connection_lost(j->conn))
-                chunk_record_error(j->conn, j->file_id, j->chunk_no, j->error, NULL);
+        struct rusage ru;
+        char path[32];
+
+        getrusage(RUSAGE_SELF, &ru);
+        log_ctx(LOG_DEBUG, (LogCtx){ dropped_name(ch->path), ch->file_id, ch->chunk_no, (long long)ch->loaded, "done" },
+                "chunk %d: %" PRIu64 " loaded, %" PRIu64 " rejected, %" PRIu64 " superseded; %s (%u pieces, %u copied "
+                "as new), %" PRIu64 " rows deferred; lookahead %.3f s, stage %.3f s, wait %.3f s, apply %.3f s, "
+                "commit %.3f s; peak RSS %ld kB", ch->chunk_no, ch->loaded, ch->rejected, ch->superseded,
+                apply_path(ch, path, sizeof path), ch->result.pieces, ch->result.new_pieces, ch->counts.uncertain,
+                ch->t_lookahead, ch->t_stage, ch->t_wait, ch->t_apply, ch->t_commit, ru.ru_maxrss);
 }
 
 Outcome worker_run(const Config *cfg, int64_t file_id, int chunk_no, const char *path)
 {
-        Job j = { .cfg = cfg, .file_id = file_id, .chunk_no = chunk_no, .path = path };
+        Chunk ch = { .cfg = cfg, .file_id = file_id, .chunk_no = chunk_no, .path = path };
         struct sigaction sa = { .sa_handler = on_term };
-        Outcome status;
+        Outcome o;
 
         sigaction(SIGTERM, &sa, NULL);
-        snprintf(j.ids[0], sizeof j.ids[0], "%" PRId64, file_id);
-        snprintf(j.ids[1], sizeof j.ids[1], "%d", chunk_no);
-        j.conn = db_connect(cfg->conninfo, &j.error);
-        if (!j.conn) {
-                log_ctx(LOG_WARNING, job_ctx(&j), "chunk %d: cannot connect: %s", chunk_no, j.error);
-                free(j.error);
+        snprintf(ch.ids[0], sizeof ch.ids[0], "%" PRId64, file_id);
+        snprintf(ch.ids[1], sizeof ch.ids[1], "%d", chunk_no);
+        ch.conn = db_connect(cfg->conninfo, &ch.error);
+        if (!ch.conn) {
+                log_ctx(LOG_WARNING, chunk_ctx(&ch), "chunk %d: cannot connect: %s", chunk_no, ch.error);
+                free(ch.error);
                 return OUTCOME_RETRY;
         }
-        status = load_chunk(&j);
-        if (j.map)
-                munmap((void *)j.map, j.map_size);
-        batch_free(&j.batch);
-        lookahead_free(&j.later);
-        buf_free(&j.scratch);
-        buf_free(&j.uncertain);
-        free(j.update_sql);
-        if (status == OUTCOME_DONE) {
-                struct rusage ru;
-                getrusage(RUSAGE_SELF, &ru);
-                /* the supervisor logs the outcome: journald cannot always tell the
-                 * unit of a process that exits right after logging */
-                char how[128];
-                int n = j.key_built ? snprintf(how, sizeof how, "products' deferred key built first, ") : 0;
-                size_t left = sizeof how - (size_t)n;
-                if (j.bulk)
-                        snprintf(how + n, left, "straight into products, key deferred, %u batches, %" PRIu64
-                                 " rows deferred", j.batches, j.counts.uncertain);
-                else if (j.sorted)
-                        snprintf(how + n, left, "sorted%s", j.new_rows ? ", as new rows" : "");
-                else
-                        snprintf(how + n, left, "in batches, %u of %u new without a full probe", j.new_batches,
-                                 j.batches);
-                log_ctx(LOG_DEBUG, (LogCtx){ dropped_name(path), file_id, chunk_no, (long long)j.loaded, "done" },
-                        "chunk %d: %" PRIu64 " loaded, %" PRIu64 " rejected, %" PRIu64 " superseded; %s; "
-                        "lookahead %.3f s, stage %.3f s, wait %.3f s, apply %.3f s, commit %.3f s; peak RSS %ld kB",
-                        chunk_no, j.loaded, j.rejected, j.superseded, how, j.t_lookahead,
-                        j.t_stage, j.t_wait, j.t_apply,
-                        j.t_commit, ru.ru_maxrss);
-        }
-        else if (j.error) {
-                log_ctx(LOG_WARNING, job_ctx(&j), "chunk %d: %s", chunk_no, j.error);
-                record_error(&j);
-        }
-        free(j.error);
-        PQfinish(j.conn);
-        return status;
+        o = load_chunk(&ch);
+        if (o == OUTCOME_DONE)
+                log_done(&ch);
+        else if (ch.error)
+                log_ctx(LOG_WARNING, chunk_ctx(&ch), "chunk %d: %s", chunk_no, ch.error);
+        if (o != OUTCOME_DONE && ch.error && !db_connection_lost(ch.conn))
+                chunk_record_error(ch.conn, file_id, chunk_no, ch.error, NULL);
+        if (ch.map)
+                munmap((void *)ch.map, ch.map_size);
+        lookahead_free(&ch.later);
+        buf_free(&ch.rows);
+        buf_free(&ch.rejects);
+        buf_free(&ch.uncertain);
+        free(ch.error);
+        PQfinish(ch.conn);
+        return o;
 }

@@ -106,7 +106,7 @@ def test_keys_without_room_in_the_lookahead_wait_for_the_key(daemon, tmp_path):
     m = Model()
     m.ingest(src)
     check(d, m)
-    deferred = [int(n) for n in re.findall(r"key deferred, \d+ batches, (\d+) rows deferred", d.log_text())]
+    deferred = [int(n) for n in re.findall(r"; deferred \(\d+ pieces, \d+ copied as new\), (\d+) rows deferred", d.log_text())]
     assert len(deferred) == 2 and max(deferred) > 1000, d.log_text()[-3000:]
 
 
@@ -156,7 +156,7 @@ def test_rows_the_lookahead_cannot_settle_wait_for_the_key(daemon, tmp_path):
     [f] = d.status()
     assert (f["chunks"], f["rows_loaded"], f["rows_superseded"]) == (3, 2, 1)
     log = d.log_text()
-    assert len(re.findall(r"key deferred, \d+ batches, 1 rows deferred", log)) == 2, log[-3000:]
+    assert len(re.findall(r"; deferred \(\d+ pieces, \d+ copied as new\), 1 rows deferred", log)) == 2, log[-3000:]
 
 
 def test_a_failed_file_still_builds_the_key(daemon, tmp_path):
