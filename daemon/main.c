@@ -21,16 +21,15 @@
 
 static void usage(FILE *f)
 {
-        fprintf(f,
-                "Usage: ingestd [-c FILE] [--check-config] [--debug]\n"
-                "Loads product CSV files dropped into watched folders into PostgreSQL.\n\n"
-                "  -c, --config FILE   configuration file (default " CONFIG_DEFAULT_PATH ")\n"
-                "      --check-config  validate the configuration, print it, and exit\n"
-                "  -d, --debug         log debug messages too\n"
-                "  -h, --help          show this help\n"
-                "  -V, --version       show the version\n\n"
-                "Runs in the foreground until SIGTERM or SIGINT; SIGHUP reloads the\n"
-                "configuration. See ingestd(8) and ingestd.conf(5).\n");
+        fprintf(f, "Usage: ingestd [-c FILE] [--check-config] [--debug]\n"
+                   "Loads product CSV files dropped into watched folders into PostgreSQL.\n\n"
+                   "  -c, --config FILE   configuration file (default " CONFIG_DEFAULT_PATH ")\n"
+                   "      --check-config  validate the configuration, print it, and exit\n"
+                   "  -d, --debug         log debug messages too\n"
+                   "  -h, --help          show this help\n"
+                   "  -V, --version       show the version\n\n"
+                   "Runs in the foreground until SIGTERM or SIGINT; SIGHUP reloads the\n"
+                   "configuration. See ingestd(8) and ingestd.conf(5).\n");
 }
 
 static int run_aggregate(const Config *cfg, AggregateMode mode)
@@ -102,18 +101,12 @@ static int run_plan(const Config *cfg, const char *arg)
 
 int main(int argc, char **argv)
 {
-        static const struct option opts[] = {
-                { "config", required_argument, NULL, 'c' },
-                { "check-config", no_argument, NULL, 'C' },
-                { "debug", no_argument, NULL, 'd' },
-                { "help", no_argument, NULL, 'h' },
-                { "version", no_argument, NULL, 'V' },
-                { "worker", no_argument, NULL, 'W' },
-                { "aggregate", no_argument, NULL, 'A' },
-                { "aggregate-fold", no_argument, NULL, 'F' },
-                { "build-key", no_argument, NULL, 'K' },
-                { "plan", no_argument, NULL, 'P' },
-                { 0 } };
+        static const struct option opts[] = { { "config", required_argument, NULL, 'c' },
+                { "check-config", no_argument, NULL, 'C' }, { "debug", no_argument, NULL, 'd' },
+                { "help", no_argument, NULL, 'h' }, { "version", no_argument, NULL, 'V' },
+                { "worker", no_argument, NULL, 'W' }, { "aggregate", no_argument, NULL, 'A' },
+                { "aggregate-fold", no_argument, NULL, 'F' }, { "build-key", no_argument, NULL, 'K' },
+                { "plan", no_argument, NULL, 'P' }, { 0 } };
         const char *path = CONFIG_DEFAULT_PATH;
         char mode = 'S', *err = NULL;
         Config *cfg = NULL;
@@ -126,7 +119,12 @@ int main(int argc, char **argv)
                 case 'd': log_set_level(LOG_DEBUG); break;
                 case 'h': usage(stdout); return 0;
                 case 'V': puts("ingestd " PACKAGE_VERSION); return 0;
-                case 'C': case 'W': case 'A': case 'F': case 'K': case 'P': mode = (char)o; break;
+                case 'C':
+                case 'W':
+                case 'A':
+                case 'F':
+                case 'K':
+                case 'P': mode = (char)o; break;
                 default: usage(stderr); return EX_USAGE;
                 }
         }

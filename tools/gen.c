@@ -15,11 +15,11 @@
 
 #include "gen_words.h"
 
-#define N_FIRST 1000   /* ranked first names: real ones first, then synthesized */
+#define N_FIRST 1000 /* ranked first names: real ones first, then synthesized */
 #define N_LAST 1200
-#define REPEAT_RATE 0.066614   /* 33,307 of 500,000 rows repeat an earlier sku */
+#define REPEAT_RATE 0.066614 /* 33,307 of 500,000 rows repeat an earlier sku */
 #define MULTILINE_RATE 0.60
-#define SKU_SPACE (1u << 24)   /* 256^3 three-word skus */
+#define SKU_SPACE (1u << 24) /* 256^3 three-word skus */
 
 static uint64_t rng_state;
 
@@ -46,19 +46,19 @@ typedef struct Ranked {
 
 static char *synth_name(uint64_t *st)
 {
-        static const char *const on[] = { "B", "C", "D", "F", "G", "H", "J", "K", "L", "M", "N", "P",
-                                          "R", "S", "T", "V", "W", "Br", "Ch", "Cl", "Dr", "Gr", "St", "Tr" };
+        static const char *const on[] = { "B", "C", "D", "F", "G", "H", "J", "K", "L", "M", "N", "P", "R", "S", "T",
+                "V", "W", "Br", "Ch", "Cl", "Dr", "Gr", "St", "Tr" };
         static const char *const nu[] = { "a", "e", "i", "o", "u", "ar", "el", "an", "or", "ie" };
-        static const char *const co[] = { "n", "rd", "ll", "ton", "son", "ley", "ck", "ne", "ra", "lyn", "wick", "den" };
+        static const char *const co[] = { "n", "rd", "ll", "ton", "son", "ley", "ck", "ne", "ra", "lyn", "wick",
+                "den" };
         char buf[32];
         uint64_t v = *st = *st * 6364136223846793005ULL + 1442695040888963407ULL;
         snprintf(buf, sizeof buf, "%s%s%s%s", on[(v >> 20) % 24], nu[(v >> 30) % 10],
-                 (v >> 40) % 3 ? "" : nu[(v >> 44) % 10], co[(v >> 50) % 12]);
+                (v >> 40) % 3 ? "" : nu[(v >> 44) % 10], co[(v >> 50) % 12]);
         return strdup(buf);
 }
 
-static void ranked_init(Ranked *r, const char *const *real, unsigned n_real, unsigned n, double c,
-                        uint64_t salt)
+static void ranked_init(Ranked *r, const char *const *real, unsigned n_real, unsigned n, double c, uint64_t salt)
 {
         uint64_t st = salt;
         double sum = 0;
@@ -113,7 +113,7 @@ static size_t sentence(char *out, size_t room, bool tricky)
                         k = snprintf(tmp, sizeof tmp, "%s\"%s\"", i ? " " : "", w);
                 else
                         k = snprintf(tmp, sizeof tmp, "%s%s%s", i ? " " : "", w,
-                                     tricky && i + 1 < n && rnd_below(5) == 0 ? "," : "");
+                                tricky && i + 1 < n && rnd_below(5) == 0 ? "," : "");
                 if (len + (size_t)k + 1 > room)
                         break;
                 memcpy(out + len, tmp, (size_t)k);
@@ -186,14 +186,26 @@ static int parse_args(int argc, char **argv, Options *o)
         *o = (Options){ 500000, 1, false, "name,sku,description", NULL };
         for (int i = 1; i < argc; i++) {
                 const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-                if (strcmp(a, "--tricky") == 0) { o->tricky = true; continue; }
-                if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { usage(stdout); exit(0); }
-                if (!v) return -1;
-                if (strcmp(a, "--rows") == 0) o->rows = strtoull(v, NULL, 10);
-                else if (strcmp(a, "--seed") == 0) o->seed = strtoull(v, NULL, 10);
-                else if (strcmp(a, "--columns") == 0) o->columns = v;
-                else if (strcmp(a, "-o") == 0) o->out = v;
-                else return -1;
+                if (strcmp(a, "--tricky") == 0) {
+                        o->tricky = true;
+                        continue;
+                }
+                if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+                        usage(stdout);
+                        exit(0);
+                }
+                if (!v)
+                        return -1;
+                if (strcmp(a, "--rows") == 0)
+                        o->rows = strtoull(v, NULL, 10);
+                else if (strcmp(a, "--seed") == 0)
+                        o->seed = strtoull(v, NULL, 10);
+                else if (strcmp(a, "--columns") == 0)
+                        o->columns = v;
+                else if (strcmp(a, "-o") == 0)
+                        o->out = v;
+                else
+                        return -1;
                 i++;
         }
         return 0;
@@ -230,14 +242,17 @@ int main(int argc, char **argv)
                 bool repeat = fresh > 0 && rnd_unit() < REPEAT_RATE;
                 sku_of(repeat ? rnd_below(fresh) : fresh++, sku);
                 int nl = snprintf(name, sizeof name, "%s %s%s", ranked_pick(&firsts), ranked_pick(&lasts),
-                                  o.tricky && rnd_below(40) == 0 ? ", Jr." : "");
+                        o.tricky && rnd_below(40) == 0 ? ", Jr." : "");
                 size_t dl = description(desc, 200, o.tricky);
                 for (int c = 0; c < 3; c++) {
                         if (c)
                                 putc(',', f);
-                        if (order[c] == 'n') put_field(f, name, (size_t)nl);
-                        else if (order[c] == 's') put_field(f, sku, strlen(sku));
-                        else put_field(f, desc, dl);
+                        if (order[c] == 'n')
+                                put_field(f, name, (size_t)nl);
+                        else if (order[c] == 's')
+                                put_field(f, sku, strlen(sku));
+                        else
+                                put_field(f, desc, dl);
                 }
                 fputs("\r\n", f);
         }

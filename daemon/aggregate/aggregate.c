@@ -27,9 +27,8 @@
  * may use parallel workers, an INSERT ... SELECT may not. New names then take
  * a plain INSERT and changed counts an UPDATE: cheaper than INSERT ... ON
  * CONFLICT, and safe since refreshes never overlap. */
-static const char fresh_sql[] =
-        "CREATE TEMP TABLE fresh ON COMMIT DROP AS "
-        "SELECT name, count(*) AS n FROM public.products GROUP BY name";
+static const char fresh_sql[] = "CREATE TEMP TABLE fresh ON COMMIT DROP AS "
+                                "SELECT name, count(*) AS n FROM public.products GROUP BY name";
 static const char refresh_sql[] =
         "WITH cur AS MATERIALIZED (SELECT f.name, f.n, a.no_of_products AS old "
         "                      FROM pg_temp.fresh f LEFT JOIN public.products_agg a ON a.name = f.name), "
@@ -67,7 +66,7 @@ static const char fold_sql[] =
 static bool recount_requested(PGconn *c)
 {
         PGresult *res = db_query(c, NULL, "SELECT 1 FROM ingest.agg_delta WHERE name IS NULL LIMIT 1", 0, NULL);
-        bool yes = !res || PQntuples(res) > 0;   /* on error the recount fails the same way */
+        bool yes = !res || PQntuples(res) > 0; /* on error the recount fails the same way */
 
         PQclear(res);
         return yes;
@@ -119,7 +118,8 @@ static int64_t rows_to_count_here(PGconn *c, uint64_t max_bytes, char **ret_erro
                 "FROM pg_attribute a JOIN pg_collation l ON l.oid = a.attcollation, "
                 "     (SELECT " PRODUCTS_ROWS " AS est "
                 "      FROM pg_class WHERE oid = 'public.products'::regclass) t "
-                "WHERE a.attrelid = 'public.products'::regclass AND a.attname = 'name' GROUP BY est", 1, p);
+                "WHERE a.attrelid = 'public.products'::regclass AND a.attname = 'name' GROUP BY est",
+                1, p);
 
         if (!res)
                 return -EIO;
@@ -139,7 +139,7 @@ static int count_names(PGconn *c, NameCount *nc, char **ret_error)
 
         if (db_copy_begin(c, ret_error, "COPY (SELECT name FROM public.products) TO STDOUT") < 0)
                 return -EIO;
-        int n = PQgetCopyData(c, &row, 0);   /* a row is "name\n" */
+        int n = PQgetCopyData(c, &row, 0); /* a row is "name\n" */
         if (n > 0)
                 hash = namecount_hash(row, (size_t)n - 1);
         while (n > 0 && fits) {
@@ -151,7 +151,7 @@ static int count_names(PGconn *c, NameCount *nc, char **ret_error)
                 PQfreemem(row);
                 row = next, n = m, hash = next_hash;
         }
-        for (; n > 0; n = PQgetCopyData(c, &row, 0))   /* after a name that did not fit */
+        for (; n > 0; n = PQgetCopyData(c, &row, 0)) /* after a name that did not fit */
                 PQfreemem(row);
         int r = db_copy_result(c, ret_error);
         return r < 0 ? -EIO : !fits;
@@ -190,8 +190,9 @@ static int fill_counted_here(PGconn *c, uint64_t max_bytes, char **ret_error)
         if (r == 0)
                 r = copy_counts(c, &nc, ret_error);
         if (r >= 0)
-                log_msg(LOG_DEBUG, "products_agg first build: %s", r == 0 ? "names counted here"
-                        : "names counted by the server, they did not fit in aggregate.count_memory");
+                log_msg(LOG_DEBUG, "products_agg first build: %s",
+                        r == 0 ? "names counted here"
+                               : "names counted by the server, they did not fit in aggregate.count_memory");
         namecount_free(&nc);
         return r;
 }
@@ -246,7 +247,7 @@ static int refresh_once(PGconn *c, AggregateMode *ret_mode, uint64_t count_memor
                 mode = *ret_mode = AGGREGATE_FULL;
         if (r == 0 && mode == AGGREGATE_FULL)
                 r = recount(c, count_memory, ret_error);
-        if (r == 0 && mode == AGGREGATE_FULL)   /* the recount covers them */
+        if (r == 0 && mode == AGGREGATE_FULL) /* the recount covers them */
                 r = db_exec(c, ret_error, "DELETE FROM ingest.agg_delta", 0, NULL);
         if (r == 0 && mode == AGGREGATE_FOLD)
                 r = db_exec(c, ret_error, fold_sql, 0, NULL);
@@ -255,10 +256,12 @@ static int refresh_once(PGconn *c, AggregateMode *ret_mode, uint64_t count_memor
          * stamped by a later refresh */
         if (r == 0)
                 r = db_exec(c, ret_error,
-                            "UPDATE ingest.files SET aggregated_at = clock_timestamp() WHERE id IN "
-                            "(SELECT id FROM ingest.files WHERE aggregated_at IS NULL "
-                            " AND state IN (" SQL_STATE(STATE_DONE) ", " SQL_STATE(STATE_FAILED) ") "
-                            " FOR NO KEY UPDATE SKIP LOCKED)", 0, NULL);
+                        "UPDATE ingest.files SET aggregated_at = clock_timestamp() WHERE id IN "
+                        "(SELECT id FROM ingest.files WHERE aggregated_at IS NULL "
+                        " AND state IN (" SQL_STATE(STATE_DONE) ", " SQL_STATE(
+                                STATE_FAILED) ") "
+                                              " FOR NO KEY UPDATE SKIP LOCKED)",
+                        0, NULL);
         return db_end(c, r, ret_error);
 }
 

@@ -4,8 +4,8 @@
 #include <stdint.h>
 
 typedef enum AggregateMode {
-        AGGREGATE_FULL,   /* recount products: also sees changes made outside ingestd */
-        AGGREGATE_FOLD,   /* add the deltas the loaded chunks recorded */
+        AGGREGATE_FULL, /* recount products: also sees changes made outside ingestd */
+        AGGREGATE_FOLD, /* add the deltas the loaded chunks recorded */
 } AggregateMode;
 
 /* Brings products_agg in line with products in one transaction and stamps

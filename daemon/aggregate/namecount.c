@@ -8,8 +8,8 @@
 #include <string.h>
 
 #define FIRST_SLOTS 1024
-#define FIRST_NAMES 4096      /* buf_reserve's first size */
-#define NAMES_MAX UINT32_MAX   /* offsets are 32-bit */
+#define FIRST_NAMES 4096     /* buf_reserve's first size */
+#define NAMES_MAX UINT32_MAX /* offsets are 32-bit */
 
 static size_t slot_bytes(size_t slots) { return slots * sizeof(NameSlot); }
 
@@ -20,7 +20,7 @@ void namecount_init(NameCount *nc, size_t max_bytes, size_t expected)
         while (slots < 2 * expected && slot_bytes(slots * 2) <= max_bytes / 2)
                 slots *= 2;
         *nc = (NameCount){ .slot = xcalloc(slots, sizeof(NameSlot)), .mask = slots - 1, .max_bytes = max_bytes };
-        buf_reserve(&nc->names, FIRST_NAMES);   /* never NULL, even for empty names only */
+        buf_reserve(&nc->names, FIRST_NAMES); /* never NULL, even for empty names only */
 }
 
 void namecount_free(NameCount *nc)
@@ -34,8 +34,8 @@ static NameSlot *find(const NameCount *nc, uint64_t hash, const char *name, size
 {
         for (size_t i = hash & nc->mask;; i = (i + 1) & nc->mask) {
                 NameSlot *s = &nc->slot[i];
-                if (s->count == 0 || (s->hash == hash && s->len == len &&
-                                      memcmp(nc->names.data + s->off, name, len) == 0))
+                if (s->count == 0 ||
+                        (s->hash == hash && s->len == len && memcmp(nc->names.data + s->off, name, len) == 0))
                         return s;
         }
 }
@@ -75,10 +75,7 @@ uint64_t namecount_hash(const char *name, size_t len)
         return csv_field_hash(&(CsvField){ name, len, false }, 14695981039346656037u);
 }
 
-void namecount_prefetch(const NameCount *nc, uint64_t hash)
-{
-        __builtin_prefetch(&nc->slot[hash & nc->mask]);
-}
+void namecount_prefetch(const NameCount *nc, uint64_t hash) { __builtin_prefetch(&nc->slot[hash & nc->mask]); }
 
 bool namecount_add(NameCount *nc, const char *name, size_t len, uint64_t hash)
 {

@@ -13,15 +13,15 @@
 
 typedef struct NameSlot {
         uint64_t hash;
-        uint32_t off, len;      /* the name's bytes in NameCount.names */
-        uint64_t count;         /* 0 = empty slot */
+        uint32_t off, len; /* the name's bytes in NameCount.names */
+        uint64_t count;    /* 0 = empty slot */
 } NameSlot;
 
 typedef struct NameCount {
-        NameSlot *slot;         /* open addressing, at most half full */
+        NameSlot *slot; /* open addressing, at most half full */
         size_t mask, used;
         Buf names;
-        size_t max_bytes;       /* slots and names together */
+        size_t max_bytes; /* slots and names together */
 } NameCount;
 
 /* expected: names to make room for at once (the table doubles from there),

@@ -30,28 +30,27 @@ typedef struct Cli {
 
 static void usage(FILE *f)
 {
-        fprintf(f,
-                "Usage: ingestctl [-c FILE] COMMAND [ARGS]\n\n"
-                "Commands:\n"
-                "  ingest FILE [--wait]   copy FILE into the incoming folder (insert or update)\n"
-                "  update FILE [--wait]   copy FILE into the updates folder (update existing only)\n"
-                "  status [--json] [--all]  files, their state and row counts\n"
-                "  rejects FILE [--limit N] rejected rows of FILE with line, offset and reason\n"
-                "  retry FILE             load a failed file's unfinished chunks again\n"
-                "  aggregate [TABLE KEY]  refresh products_agg now and show its top rows, or\n"
-                "                         show TABLE counted by column KEY\n\n"
-                "Options:\n"
-                "  -c, --config FILE  configuration (default " CONFIG_DEFAULT_PATH ")\n"
-                "  -w, --wait         wait until the file and the aggregate after it are committed;\n"
-                "                     exit 1 if the file failed\n"
-                "  -t, --timeout SEC  give up waiting after SEC seconds (exit 2)\n"
-                "  -j, --json         machine-readable status\n"
-                "  -a, --all          every file, not only the last 20\n"
-                "  -n, --limit N      rows to show (default 20)\n"
-                "  -h, --help         this help\n\n"
-                "FILE in rejects and retry is a file name, a processing name (ID-NAME) or an id.\n"
-                "Exit status: 0 ok, 1 the file failed, 2 timeout, 64 usage, 69 database\n"
-                "unreachable, 78 configuration error.\n");
+        fprintf(f, "Usage: ingestctl [-c FILE] COMMAND [ARGS]\n\n"
+                   "Commands:\n"
+                   "  ingest FILE [--wait]   copy FILE into the incoming folder (insert or update)\n"
+                   "  update FILE [--wait]   copy FILE into the updates folder (update existing only)\n"
+                   "  status [--json] [--all]  files, their state and row counts\n"
+                   "  rejects FILE [--limit N] rejected rows of FILE with line, offset and reason\n"
+                   "  retry FILE             load a failed file's unfinished chunks again\n"
+                   "  aggregate [TABLE KEY]  refresh products_agg now and show its top rows, or\n"
+                   "                         show TABLE counted by column KEY\n\n"
+                   "Options:\n"
+                   "  -c, --config FILE  configuration (default " CONFIG_DEFAULT_PATH ")\n"
+                   "  -w, --wait         wait until the file and the aggregate after it are committed;\n"
+                   "                     exit 1 if the file failed\n"
+                   "  -t, --timeout SEC  give up waiting after SEC seconds (exit 2)\n"
+                   "  -j, --json         machine-readable status\n"
+                   "  -a, --all          every file, not only the last 20\n"
+                   "  -n, --limit N      rows to show (default 20)\n"
+                   "  -h, --help         this help\n\n"
+                   "FILE in rejects and retry is a file name, a processing name (ID-NAME) or an id.\n"
+                   "Exit status: 0 ok, 1 the file failed, 2 timeout, 64 usage, 69 database\n"
+                   "unreachable, 78 configuration error.\n");
 }
 
 static int die_db(Cli *c, const char *what, char *err)
@@ -139,9 +138,9 @@ static void show_progress(const char *name, PGresult *res, bool tty)
         static char last[512];
         char line[512];
 
-        snprintf(line, sizeof line, "%s: %s, %s/%s chunks, %s rows loaded, %s rejected, %s superseded",
-                 name, PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3),
-                 PQgetvalue(res, 0, 4), PQgetvalue(res, 0, 5), PQgetvalue(res, 0, 6));
+        snprintf(line, sizeof line, "%s: %s, %s/%s chunks, %s rows loaded, %s rejected, %s superseded", name,
+                PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3), PQgetvalue(res, 0, 4),
+                PQgetvalue(res, 0, 5), PQgetvalue(res, 0, 6));
         if (strcmp(line, last) == 0)
                 return;
         snprintf(last, sizeof last, "%s", line);
@@ -161,16 +160,21 @@ static int wait_file(Cli *c, const char *name, long long after)
         while (r < 0) {
                 char *err = NULL;
                 PGresult *res = db_query(c->conn, &err,
-                        "SELECT f.id, CASE WHEN f.state = " SQL_STATE(STATE_LOADING) " AND f.deferred_key IS NOT NULL "
-                        "  AND count(k.*) FILTER (WHERE k.state <> " SQL_STATE(STATE_DONE) ") = 0 "
-                        "  THEN 'building the key of products' "
-                        "  WHEN f.state = " SQL_STATE(STATE_NEW) " AND f.size > 0 "
-                        "  THEN 'planning ' || (100 * f.planned_bytes / f.size) || '%' "
-                        "  ELSE f.state END, count(k.*) FILTER (WHERE k.state = " SQL_STATE(STATE_DONE) "), f.chunks, "
-                        " coalesce(sum(k.rows_loaded), 0), coalesce(sum(k.rows_rejected), 0), "
-                        " coalesce(sum(k.rows_superseded), 0), f.aggregated_at IS NOT NULL, coalesce(f.error, '') "
-                        "FROM ingest.files f LEFT JOIN ingest.chunks k ON k.file_id = f.id "
-                        "WHERE f.name = $1 AND f.id > $2 GROUP BY f.id ORDER BY f.id LIMIT 1", 2, p);
+                        "SELECT f.id, CASE WHEN f.state = " SQL_STATE(
+                                STATE_LOADING) " AND f.deferred_key IS NOT NULL "
+                                               "  AND count(k.*) FILTER (WHERE k.state <> " SQL_STATE(
+                                                       STATE_DONE) ") = 0 "
+                                                                   "  THEN 'building the key of products' "
+                                                                   "  WHEN f.state = " SQL_STATE(
+                                                                           STATE_NEW) " AND f.size > 0 "
+                                                                                      "  THEN 'planning ' || (100 * f.planned_bytes / f.size) || '%' "
+                                                                                      "  ELSE f.state END, count(k.*) FILTER (WHERE k.state = " SQL_STATE(
+                                                                                              STATE_DONE) "), f.chunks, "
+                                                                                                          " coalesce(sum(k.rows_loaded), 0), coalesce(sum(k.rows_rejected), 0), "
+                                                                                                          " coalesce(sum(k.rows_superseded), 0), f.aggregated_at IS NOT NULL, coalesce(f.error, '') "
+                                                                                                          "FROM ingest.files f LEFT JOIN ingest.chunks k ON k.file_id = f.id "
+                                                                                                          "WHERE f.name = $1 AND f.id > $2 GROUP BY f.id ORDER BY f.id LIMIT 1",
+                        2, p);
                 if (!res) {
                         free(shown);
                         return die_db(c, "waiting", err);
@@ -182,7 +186,8 @@ static int wait_file(Cli *c, const char *name, long long after)
                         const char *state = PQgetvalue(res, 0, 1);
                         show_progress(name, res, tty);
                         if (strcmp(state, "failed") == 0) {
-                                fprintf(stderr, "%singestctl: %s failed: %s\n", tty ? "\n" : "", name, PQgetvalue(res, 0, 8));
+                                fprintf(stderr, "%singestctl: %s failed: %s\n", tty ? "\n" : "", name,
+                                        PQgetvalue(res, 0, 8));
                                 r = 1;
                         } else if (strcmp(state, "done") == 0 && (!need_agg || PQgetvalue(res, 0, 7)[0] == 't')) {
                                 fprintf(stderr, "%s%s: done, products_agg refreshed\n", tty ? "\n" : "", name);
@@ -220,12 +225,13 @@ static int cmd_drop(Cli *c, const char *src, bool update)
 
 static const char status_sql[] =
         "SELECT f.id, f.name, f.kind, f.state, "
-        "  count(k.*) FILTER (WHERE k.state = " SQL_STATE(STATE_DONE) ") AS chunks_done, f.chunks, f.data_rows, "
-        "  coalesce(sum(k.rows_loaded), 0) AS rows_loaded, coalesce(sum(k.rows_rejected), 0) AS rows_rejected, "
-        "  coalesce(sum(k.rows_superseded), 0) AS rows_superseded, f.size, f.sha256, "
-        "  f.registered_at, f.finished_at, f.aggregated_at, f.error, f.lanes "
-        "FROM ingest.files f LEFT JOIN ingest.chunks k ON k.file_id = f.id "
-        "GROUP BY f.id ORDER BY f.id DESC LIMIT $1";
+        "  count(k.*) FILTER (WHERE k.state = " SQL_STATE(
+                STATE_DONE) ") AS chunks_done, f.chunks, f.data_rows, "
+                            "  coalesce(sum(k.rows_loaded), 0) AS rows_loaded, coalesce(sum(k.rows_rejected), 0) AS rows_rejected, "
+                            "  coalesce(sum(k.rows_superseded), 0) AS rows_superseded, f.size, f.sha256, "
+                            "  f.registered_at, f.finished_at, f.aggregated_at, f.error, f.lanes "
+                            "FROM ingest.files f LEFT JOIN ingest.chunks k ON k.file_id = f.id "
+                            "GROUP BY f.id ORDER BY f.id DESC LIMIT $1";
 
 static int cmd_status(Cli *c)
 {
@@ -244,29 +250,30 @@ static int cmd_status(Cli *c)
                 PQclear(res);
                 return 0;
         }
-        printf("%-6s %-32s %-7s %-8s %9s %10s %10s %10s %10s  %s\n", "ID", "NAME", "KIND", "STATE",
-               "CHUNKS", "ROWS", "LOADED", "REJECTED", "SUPERSEDED", "ERROR");
+        printf("%-6s %-32s %-7s %-8s %9s %10s %10s %10s %10s  %s\n", "ID", "NAME", "KIND", "STATE", "CHUNKS", "ROWS",
+                "LOADED", "REJECTED", "SUPERSEDED", "ERROR");
         for (int i = PQntuples(res) - 1; i >= 0; i--) {
                 char chunks[32];
                 snprintf(chunks, sizeof chunks, "%s/%s", PQgetvalue(res, i, 4), PQgetvalue(res, i, 5));
                 printf("%-6s %-32s %-7s %-8s %9s %10s %10s %10s %10s  %s\n", PQgetvalue(res, i, 0),
-                       PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3), chunks,
-                       PQgetvalue(res, i, 6), PQgetvalue(res, i, 7), PQgetvalue(res, i, 8),
-                       PQgetvalue(res, i, 9), PQgetvalue(res, i, 15));
+                        PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3), chunks,
+                        PQgetvalue(res, i, 6), PQgetvalue(res, i, 7), PQgetvalue(res, i, 8), PQgetvalue(res, i, 9),
+                        PQgetvalue(res, i, 15));
         }
         PQclear(res);
         return 0;
 }
 
 /* The newest file matching an id, a processing name or an original name. */
-static int find_file(Cli *c, const char *arg, long long *ret_id, char **ret_path, char **ret_state,
-                     char **ret_kind, char **ret_name)
+static int find_file(
+        Cli *c, const char *arg, long long *ret_id, char **ret_path, char **ret_state, char **ret_kind, char **ret_name)
 {
         char *shown = name_escape(arg), *err = NULL;
         const char *p[1] = { shown };
         PGresult *res = db_query(c->conn, &err,
                 "SELECT id, path, state, kind, name FROM ingest.files "
-                "WHERE id::text = $1 OR path = $1 OR name = $1 ORDER BY id DESC LIMIT 1", 1, p);
+                "WHERE id::text = $1 OR path = $1 OR name = $1 ORDER BY id DESC LIMIT 1",
+                1, p);
 
         free(shown);
         if (!res)
@@ -299,17 +306,21 @@ static int cmd_rejects(Cli *c, const char *arg)
         PGresult *res = db_query(c->conn, &err,
                 "SELECT line, byte_offset, reason, coalesce(encode(substring(raw for 200), 'escape'), ''), "
                 " (SELECT count(*) FROM ingest.rejects WHERE file_id = $1) "
-                "FROM ingest.rejects WHERE file_id = $1 ORDER BY line LIMIT $2", 2, p);
+                "FROM ingest.rejects WHERE file_id = $1 ORDER BY line LIMIT $2",
+                2, p);
         if (res) {
                 printf("%s (#%lld, %s): %s rejected rows\n", path, id, state,
-                       PQntuples(res) ? PQgetvalue(res, 0, 4) : "0");
+                        PQntuples(res) ? PQgetvalue(res, 0, 4) : "0");
                 printf("%-10s %-12s %-40s %s\n", "LINE", "OFFSET", "REASON", "RECORD");
                 for (int i = 0; i < PQntuples(res); i++)
                         printf("%-10s %-12s %-40s %.120s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
-                               PQgetvalue(res, i, 2), PQgetvalue(res, i, 3));
+                                PQgetvalue(res, i, 2), PQgetvalue(res, i, 3));
         }
         PQclear(res);
-        free(path); free(state); free(kind); free(name);
+        free(path);
+        free(state);
+        free(kind);
+        free(name);
         return res ? 0 : die_db(c, "rejects", err);
 }
 
@@ -332,8 +343,8 @@ static int cmd_retry(Cli *c, const char *arg)
         }
         char ids[32];
         snprintf(ids, sizeof ids, "%lld", id);
-        res = db_query(c->conn, &err, "SELECT count(*) FROM ingest.chunks WHERE file_id = $1", 1,
-                       (const char *[]){ ids });
+        res = db_query(
+                c->conn, &err, "SELECT count(*) FROM ingest.chunks WHERE file_id = $1", 1, (const char *[]){ ids });
         long planned = res ? atol(PQgetvalue(res, 0, 0)) : -1;
         PQclear(res);
         if (planned < 0) {
@@ -342,8 +353,8 @@ static int cmd_retry(Cli *c, const char *arg)
         }
         /* a file that was never planned goes back to its folder and registers anew */
         char *to = planned == 0
-                ? xasprintf("%s/%s", strcmp(kind, "update") == 0 ? c->cfg->updates : c->cfg->incoming, name)
-                : xasprintf("%s/processing/%s", c->cfg->state, path);
+                           ? xasprintf("%s/%s", strcmp(kind, "update") == 0 ? c->cfg->updates : c->cfg->incoming, name)
+                           : xasprintf("%s/processing/%s", c->cfg->state, path);
         if (rename(from, to) < 0) {
                 fprintf(stderr, "ingestctl: cannot move %s to %s: %s\n", from, to, strerror(errno));
                 r = EX_CANTCREAT;
@@ -351,12 +362,16 @@ static int cmd_retry(Cli *c, const char *arg)
                 rename(to, from);
                 r = die_db(c, "retry", err);
         } else {
-                printf("%s: %s\n", path, planned ? "unfinished chunks queued again" : "moved back to be registered again");
+                printf("%s: %s\n", path,
+                        planned ? "unfinished chunks queued again" : "moved back to be registered again");
         }
         free(to);
 out:
         free(from);
-        free(path); free(state); free(kind); free(name);
+        free(path);
+        free(state);
+        free(kind);
+        free(name);
         return r;
 }
 
@@ -372,7 +387,8 @@ static int resolve_table(Cli *c, const char *table, const char *key, char **ret_
                 "JOIN pg_namespace n ON n.oid = c.relnamespace "
                 "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
                 "WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f') AND pg_table_is_visible(c.oid) "
-                "AND c.relname = $1 AND a.attname = $2", 2, p);
+                "AND c.relname = $1 AND a.attname = $2",
+                2, p);
 
         if (!res)
                 return die_db(c, "aggregate", err);
@@ -442,11 +458,10 @@ static int dispatch(Cli *c, int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-        static const struct option opts[] = {
-                { "config", required_argument, NULL, 'c' }, { "wait", no_argument, NULL, 'w' },
-                { "timeout", required_argument, NULL, 't' }, { "json", no_argument, NULL, 'j' },
-                { "all", no_argument, NULL, 'a' }, { "limit", required_argument, NULL, 'n' },
-                { "help", no_argument, NULL, 'h' }, { 0 } };
+        static const struct option opts[] = { { "config", required_argument, NULL, 'c' },
+                { "wait", no_argument, NULL, 'w' }, { "timeout", required_argument, NULL, 't' },
+                { "json", no_argument, NULL, 'j' }, { "all", no_argument, NULL, 'a' },
+                { "limit", required_argument, NULL, 'n' }, { "help", no_argument, NULL, 'h' }, { 0 } };
         Cli c = { .limit = 20 };
         const char *path = CONFIG_DEFAULT_PATH;
         char *err = NULL;

@@ -15,39 +15,38 @@
 #define OFF(f) offsetof(Config, f)
 const ConfigKey config_keys[] = {
         { "database.conninfo", CT_STRING, OFF(conninfo), "dbname=ingest", 0, 0, false,
-          "libpq connection string of the database holding products and ingest.*" },
+                "libpq connection string of the database holding products and ingest.*" },
         { "paths.incoming", CT_STRING, OFF(incoming), "/var/lib/ingestd/incoming", 0, 0, false,
-          "watched folder: files here are ingested (insert or update)" },
+                "watched folder: files here are ingested (insert or update)" },
         { "paths.updates", CT_STRING, OFF(updates), "/var/lib/ingestd/updates", 0, 0, false,
-          "watched folder: files here update existing products only" },
+                "watched folder: files here update existing products only" },
         { "paths.state", CT_STRING, OFF(state), "/var/lib/ingestd", 0, 0, false,
-          "holds processing/, done/ and failed/; same filesystem as the watched folders" },
+                "holds processing/, done/ and failed/; same filesystem as the watched folders" },
         { "workers", CT_INT, OFF(workers), "0", 0, 256, true,
-          "worker processes loading chunks at once; 0 = number of CPUs" },
+                "worker processes loading chunks at once; 0 = number of CPUs" },
         { "chunk_size", CT_SIZE, OFF(chunk_size), "64M", 1, 1ULL << 40, true,
-          "bytes per chunk (suffix k, M, G); chunks end at record boundaries" },
+                "bytes per chunk (suffix k, M, G); chunks end at record boundaries" },
         { "max_ranges", CT_INT, OFF(max_ranges), "4", 1, 1000000, true,
-          "most byte ranges per file: bigger files get ranges larger than chunk_size" },
+                "most byte ranges per file: bigger files get ranges larger than chunk_size" },
         { "sorted_apply_above", CT_SIZE, OFF(sorted_apply_above), "0", 0, 1ULL << 40, true,
-          "key index size above which chunks are sorted in the server before they apply; 0 = shared_buffers/4" },
+                "key index size above which chunks are sorted in the server before they apply; 0 = shared_buffers/4" },
         { "defer_key", CT_BOOL, OFF(defer_key), "true", 0, 0, true,
-          "a file loaded into an empty products builds its primary key once, after its rows" },
-        { "key", CT_KEY, OFF(key), "sku", 0, 0, false,
-          "\"sku\" or \"sku,name\": the primary key of products" },
+                "a file loaded into an empty products builds its primary key once, after its rows" },
+        { "key", CT_KEY, OFF(key), "sku", 0, 0, false, "\"sku\" or \"sku,name\": the primary key of products" },
         { "aggregate.interval", CT_FLOAT, OFF(aggregate_interval), "60", 0, 86400 * 365, true,
-          "seconds between refreshes of products_agg; 0 = only after loads" },
+                "seconds between refreshes of products_agg; 0 = only after loads" },
         { "aggregate.after_load", CT_BOOL, OFF(aggregate_after_load), "true", 0, 0, true,
-          "refresh products_agg after each completed load" },
+                "refresh products_agg after each completed load" },
         { "aggregate.count_memory", CT_SIZE, OFF(aggregate_count_memory), "32M", 0, 1ULL << 31, true,
-          "memory for counting names in ingestd when products_agg is built from empty; 0 = PostgreSQL counts" },
+                "memory for counting names in ingestd when products_agg is built from empty; 0 = PostgreSQL counts" },
         { "retry.max_attempts", CT_INT, OFF(retry_max_attempts), "5", 1, 1000, true,
-          "attempts per chunk before its file is marked failed" },
+                "attempts per chunk before its file is marked failed" },
         { "retry.backoff", CT_FLOAT, OFF(retry_backoff), "1.0", 0, 3600, true,
-          "seconds before the first retry; doubles with each attempt" },
+                "seconds before the first retry; doubles with each attempt" },
         { "rejects.max_ratio", CT_FLOAT, OFF(rejects_max_ratio), "0.01", 0, 1, true,
-          "fraction of rejected rows above which a file is marked failed" },
+                "fraction of rejected rows above which a file is marked failed" },
         { "limits.max_field", CT_SIZE, OFF(max_field), "65536", 1, 1ULL << 30, true,
-          "longest field in bytes; longer ones reject their row" },
+                "longest field in bytes; longer ones reject their row" },
 };
 const size_t config_n_keys = sizeof config_keys / sizeof config_keys[0];
 
@@ -139,8 +138,7 @@ static int setting_text(const config_setting_t *s, ConfigType t, char *out, size
                         return -EINVAL;
                 snprintf(out, n, "%s", config_setting_get_bool(s) ? "true" : "false");
                 return 0;
-        default:
-                return -EINVAL;
+        default: return -EINVAL;
         }
 }
 
@@ -162,8 +160,7 @@ static bool is_group_prefix(const char *name)
         return false;
 }
 
-static int apply_setting(Config *c, const config_setting_t *s, const char *name,
-                         const char *path, char **ret_error)
+static int apply_setting(Config *c, const config_setting_t *s, const char *name, const char *path, char **ret_error)
 {
         const ConfigKey *k = key_lookup(name);
         int line = config_setting_source_line(s);
@@ -173,22 +170,19 @@ static int apply_setting(Config *c, const config_setting_t *s, const char *name,
                 *ret_error = xasprintf("%s:%d: unknown key '%s'", path, line, name);
                 return -EINVAL;
         }
-        if (setting_text(s, k->type, text, sizeof text) < 0 ||
-            set_from_string(k, (char *)c + k->offset, text) < 0) {
+        if (setting_text(s, k->type, text, sizeof text) < 0 || set_from_string(k, (char *)c + k->offset, text) < 0) {
                 if (k->type == CT_INT || k->type == CT_FLOAT || k->type == CT_SIZE)
-                        *ret_error = xasprintf("%s:%d: key '%s': expected %s between %.15g and %.15g",
-                                               path, line, name, type_name(k->type), k->min, k->max);
+                        *ret_error = xasprintf("%s:%d: key '%s': expected %s between %.15g and %.15g", path, line, name,
+                                type_name(k->type), k->min, k->max);
                 else
-                        *ret_error = xasprintf("%s:%d: key '%s': expected %s", path, line, name,
-                                               type_name(k->type));
+                        *ret_error = xasprintf("%s:%d: key '%s': expected %s", path, line, name, type_name(k->type));
                 return -EINVAL;
         }
         return 0;
 }
 
 /* Walks every setting of group g so unknown keys cannot hide. */
-static int apply_group(Config *c, const config_setting_t *g, const char *prefix,
-                       const char *path, char **ret_error)
+static int apply_group(Config *c, const config_setting_t *g, const char *prefix, const char *path, char **ret_error)
 {
         int n = config_setting_length(g);
 
@@ -214,8 +208,7 @@ static Config *config_defaults(void)
         Config *c = xcalloc(1, sizeof *c);
 
         for (size_t i = 0; i < config_n_keys; i++)
-                if (set_from_string(&config_keys[i], (char *)c + config_keys[i].offset,
-                                    config_keys[i].def) < 0)
+                if (set_from_string(&config_keys[i], (char *)c + config_keys[i].offset, config_keys[i].def) < 0)
                         abort(); /* the table itself is wrong */
         return c;
 }
@@ -233,8 +226,8 @@ int config_load(const char *path, Config **ret, char **ret_error)
                         *ret_error = xasprintf("%s: cannot read: %s", path, strerror(-r));
                 } else {
                         r = -EINVAL;
-                        *ret_error = xasprintf("%s:%d: syntax error: %s", path,
-                                               config_error_line(&cfg), config_error_text(&cfg));
+                        *ret_error = xasprintf(
+                                "%s:%d: syntax error: %s", path, config_error_line(&cfg), config_error_text(&cfg));
                 }
                 goto out;
         }
@@ -291,8 +284,7 @@ void config_print(const Config *c, FILE *f)
         }
 }
 
-void config_diff(const Config *a, const Config *b,
-                 void (*fn)(const ConfigKey *k, void *ud), void *ud)
+void config_diff(const Config *a, const Config *b, void (*fn)(const ConfigKey *k, void *ud), void *ud)
 {
         char va[4200], vb[4200];
 
@@ -306,9 +298,12 @@ void config_diff(const Config *a, const Config *b,
 
 void config_carry_restart_keys(Config *to, const Config *from)
 {
-        static const size_t size_of[] = { [CT_STRING] = sizeof(char *), [CT_INT] = sizeof(int),
-                                          [CT_SIZE] = sizeof(uint64_t), [CT_FLOAT] = sizeof(double),
-                                          [CT_BOOL] = sizeof(bool), [CT_KEY] = sizeof(KeyMode) };
+        static const size_t size_of[] = { [CT_STRING] = sizeof(char *),
+                [CT_INT] = sizeof(int),
+                [CT_SIZE] = sizeof(uint64_t),
+                [CT_FLOAT] = sizeof(double),
+                [CT_BOOL] = sizeof(bool),
+                [CT_KEY] = sizeof(KeyMode) };
 
         for (size_t i = 0; i < config_n_keys; i++) {
                 const ConfigKey *k = &config_keys[i];

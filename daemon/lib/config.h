@@ -12,17 +12,17 @@ typedef enum KeyMode { KEY_SKU, KEY_SKU_NAME } KeyMode;
 typedef struct Config {
         char *conninfo;
         char *incoming, *updates, *state;
-        int workers;               /* as configured; 0 = number of CPUs */
+        int workers; /* as configured; 0 = number of CPUs */
         uint64_t chunk_size;
         int max_ranges;
         uint64_t sorted_apply_above; /* bytes of products' key index; 0 = a quarter of shared_buffers */
-        bool defer_key;            /* first loads into an empty products build its key after the rows */
+        bool defer_key;              /* first loads into an empty products build its key after the rows */
         KeyMode key;
         double aggregate_interval; /* seconds, 0 = only after loads */
         bool aggregate_after_load;
         uint64_t aggregate_count_memory; /* bytes; 0 = the server always counts */
         int retry_max_attempts;
-        double retry_backoff;      /* seconds before the first retry */
+        double retry_backoff; /* seconds before the first retry */
         double rejects_max_ratio;
         uint64_t max_field;
 } Config;
@@ -30,10 +30,10 @@ typedef struct Config {
 typedef enum ConfigType { CT_STRING, CT_INT, CT_SIZE, CT_FLOAT, CT_BOOL, CT_KEY } ConfigType;
 
 typedef struct ConfigKey {
-        const char *name;          /* "retry.backoff" */
+        const char *name; /* "retry.backoff" */
         ConfigType type;
         size_t offset;
-        const char *def;           /* default, as written in the file */
+        const char *def; /* default, as written in the file */
         double min, max;
         bool reloadable;
         const char *help;
@@ -48,11 +48,10 @@ extern const size_t config_n_keys;
  * *ret_error to a message naming the file, line and key. */
 int config_load(const char *path, Config **ret, char **ret_error);
 Config *config_free(Config *c);
-int config_workers(const Config *c);  /* resolved worker count, >= 1 */
+int config_workers(const Config *c); /* resolved worker count, >= 1 */
 void config_print(const Config *c, FILE *f);
 /* Calls fn for each key whose value differs between a and b. */
-void config_diff(const Config *a, const Config *b,
-                 void (*fn)(const ConfigKey *k, void *ud), void *ud);
+void config_diff(const Config *a, const Config *b, void (*fn)(const ConfigKey *k, void *ud), void *ud);
 const char *config_key_name(KeyMode k);
 /* Copies the values of keys that need a restart from `from` into `to`. */
 void config_carry_restart_keys(Config *to, const Config *from);

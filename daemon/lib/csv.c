@@ -33,8 +33,8 @@ static void tables_init(void)
         quoted_stop[0] = STOP_NUL;
 }
 
-void csv_reader_init(CsvReader *r, const char *buf, size_t len, uint64_t base_offset,
-                     uint64_t first_line, size_t max_field)
+void csv_reader_init(
+        CsvReader *r, const char *buf, size_t len, uint64_t base_offset, uint64_t first_line, size_t max_field)
 {
         tables_init();
         r->buf = r->pos = buf;
@@ -53,10 +53,7 @@ bool csv_record_utf8(const CsvRecord *rec)
         return true;
 }
 
-uint64_t csv_reader_offset(const CsvReader *r)
-{
-        return r->base_offset + (uint64_t)(r->pos - r->buf);
-}
+uint64_t csv_reader_offset(const CsvReader *r) { return r->base_offset + (uint64_t)(r->pos - r->buf); }
 
 static inline void set_error(CsvRecord *rec, CsvError e)
 {
@@ -68,10 +65,14 @@ static inline void set_error(CsvRecord *rec, CsvError e)
 static inline const char *scan_bytes(const char *p, const char *end, const unsigned char *t)
 {
         while (p + 4 <= end) {
-                if (t[(unsigned char)p[0]]) return p;
-                if (t[(unsigned char)p[1]]) return p + 1;
-                if (t[(unsigned char)p[2]]) return p + 2;
-                if (t[(unsigned char)p[3]]) return p + 3;
+                if (t[(unsigned char)p[0]])
+                        return p;
+                if (t[(unsigned char)p[1]])
+                        return p + 1;
+                if (t[(unsigned char)p[2]])
+                        return p + 2;
+                if (t[(unsigned char)p[3]])
+                        return p + 3;
                 p += 4;
         }
         while (p < end && !t[(unsigned char)*p])
@@ -93,8 +94,8 @@ static inline const char *scan(const char *p, const char *end, const unsigned ch
 
         while (end - p >= 16) {
                 __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
-                __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, lf), _mm_cmpeq_epi8(v, quote)),
-                                         _mm_cmpeq_epi8(v, nul));
+                __m128i m = _mm_or_si128(
+                        _mm_or_si128(_mm_cmpeq_epi8(v, lf), _mm_cmpeq_epi8(v, quote)), _mm_cmpeq_epi8(v, nul));
                 if (commas)
                         m = _mm_or_si128(m, _mm_cmpeq_epi8(v, comma));
                 unsigned mask = (unsigned)_mm_movemask_epi8(m);
@@ -153,8 +154,7 @@ static const char *scan_unquoted(CsvReader *r, const char *p, CsvRecord *rec)
                         set_error(rec, CSV_ERR_NUL);
                         p++;
                         break;
-                default:
-                        return p;
+                default: return p;
                 }
         }
 }
@@ -218,8 +218,7 @@ bool csv_next(CsvReader *r, CsvRecord *rec)
                 break;
         }
         rec->len = (size_t)(p - r->pos);
-        rec->blank = rec->n_fields == 1 && r->fields[0].len == 0 && !r->fields[0].quoted &&
-                     rec->error == CSV_OK;
+        rec->blank = rec->n_fields == 1 && r->fields[0].len == 0 && !r->fields[0].quoted && rec->error == CSV_OK;
         r->pos = p;
         return true;
 }

@@ -12,7 +12,7 @@
 typedef enum CsvError {
         CSV_OK = 0,
         CSV_ERR_UNTERMINATED_QUOTE,
-        CSV_ERR_BAD_QUOTE,       /* quote inside an unquoted field, or text after a closing quote */
+        CSV_ERR_BAD_QUOTE, /* quote inside an unquoted field, or text after a closing quote */
         CSV_ERR_NUL,
         CSV_ERR_UTF8,
         CSV_ERR_FIELD_TOO_LONG,
@@ -20,19 +20,19 @@ typedef enum CsvError {
 } CsvError;
 
 typedef struct CsvField {
-        const char *ptr;   /* contents; for quoted fields without the outer quotes */
+        const char *ptr; /* contents; for quoted fields without the outer quotes */
         size_t len;
         bool quoted;
 } CsvField;
 
 typedef struct CsvRecord {
-        uint64_t offset;   /* absolute offset of the first byte */
-        uint64_t line;     /* line number of the first byte, 1-based */
-        size_t len;        /* bytes, terminator included */
-        size_t n_fields;   /* may exceed CSV_MAX_FIELDS when error is TOO_MANY_FIELDS */
+        uint64_t offset; /* absolute offset of the first byte */
+        uint64_t line;   /* line number of the first byte, 1-based */
+        size_t len;      /* bytes, terminator included */
+        size_t n_fields; /* may exceed CSV_MAX_FIELDS when error is TOO_MANY_FIELDS */
         const CsvField *fields;
-        CsvError error;    /* first error found in the record */
-        bool blank;        /* an empty line: no data */
+        CsvError error; /* first error found in the record */
+        bool blank;     /* an empty line: no data */
 } CsvRecord;
 
 typedef struct CsvReader {
@@ -40,13 +40,13 @@ typedef struct CsvReader {
         uint64_t base_offset;
         uint64_t line;
         size_t max_field;
-        bool skip_utf8;    /* leave UTF-8 unchecked (set after init; see csv_record_utf8) */
+        bool skip_utf8; /* leave UTF-8 unchecked (set after init; see csv_record_utf8) */
         CsvField fields[CSV_MAX_FIELDS];
 } CsvReader;
 
 /* buf[0] is at absolute offset base_offset, on line first_line. */
-void csv_reader_init(CsvReader *r, const char *buf, size_t len, uint64_t base_offset,
-                     uint64_t first_line, size_t max_field);
+void csv_reader_init(
+        CsvReader *r, const char *buf, size_t len, uint64_t base_offset, uint64_t first_line, size_t max_field);
 /* Next record, or false at the end of the buffer. */
 bool csv_next(CsvReader *r, CsvRecord *rec);
 /* True when every field of rec is valid UTF-8: the check a reader with

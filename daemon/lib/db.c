@@ -88,10 +88,7 @@ int db_exec(PGconn *c, char **ret_error, const char *sql, int n, const char *con
         return 0;
 }
 
-bool db_connection_lost(PGconn *c)
-{
-        return PQstatus(c) != CONNECTION_OK;
-}
+bool db_connection_lost(PGconn *c) { return PQstatus(c) != CONNECTION_OK; }
 
 int db_script(PGconn *c, char **ret_error, const char *sql)
 {

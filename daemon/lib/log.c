@@ -42,8 +42,7 @@ int log_get_level(void) { return log_level; }
 
 static const char *prio_name(int p)
 {
-        static const char *names[] = { "emerg", "alert", "crit", "error",
-                                       "warning", "notice", "info", "debug" };
+        static const char *names[] = { "emerg", "alert", "crit", "error", "warning", "notice", "info", "debug" };
         return names[p & 7];
 }
 

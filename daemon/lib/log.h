@@ -4,11 +4,11 @@
 #include <syslog.h>
 
 typedef struct LogCtx {
-        const char *file;   /* INGEST_FILE: the name as dropped, or NULL */
-        long long file_id;  /* INGEST_FILE_ID: its sequence number, or -1 */
-        long chunk;         /* INGEST_CHUNK, or -1 */
-        long long rows;     /* INGEST_ROWS, or -1 */
-        const char *state;  /* INGEST_STATE, or NULL */
+        const char *file;  /* INGEST_FILE: the name as dropped, or NULL */
+        long long file_id; /* INGEST_FILE_ID: its sequence number, or -1 */
+        long chunk;        /* INGEST_CHUNK, or -1 */
+        long long rows;    /* INGEST_ROWS, or -1 */
+        const char *state; /* INGEST_STATE, or NULL */
 } LogCtx;
 
 #define LOG_NOCTX ((LogCtx){ NULL, -1, -1, -1, NULL })

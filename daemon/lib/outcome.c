@@ -48,16 +48,15 @@ Outcome outcome_of_wait_status(int status)
 Outcome outcome_of_errno(int e)
 {
         switch (e < 0 ? -e : e) {
-        case 0:
-                return OUTCOME_DONE;
-        case ENOENT: case EACCES: case EPERM: case ELOOP: case EISDIR: case EINVAL:
-                return OUTCOME_BAD_FILE;
-        default:   /* EMFILE, ENFILE, ENOMEM, EAGAIN, EIO, a database error (-EIO), ... */
-                return OUTCOME_RETRY;
+        case 0: return OUTCOME_DONE;
+        case ENOENT:
+        case EACCES:
+        case EPERM:
+        case ELOOP:
+        case EISDIR:
+        case EINVAL: return OUTCOME_BAD_FILE;
+        default: /* EMFILE, ENFILE, ENOMEM, EAGAIN, EIO, a database error (-EIO), ... */ return OUTCOME_RETRY;
         }
 }
 
-int outcome_wait_code(int status)
-{
-        return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
-}
+int outcome_wait_code(int status) { return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status); }

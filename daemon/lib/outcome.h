@@ -4,11 +4,11 @@
 #pragma once
 
 typedef enum Outcome {
-        OUTCOME_DONE,           /* committed, or already committed before */
-        OUTCOME_RETRY,          /* failed this time (database, EMFILE, ENOMEM, EIO, ...): retry with backoff */
-        OUTCOME_BAD_FILE,       /* the file itself cannot load: fail it */
-        OUTCOME_NOT_RUN,        /* gave up before trying (stop, predecessor failed): no attempt used */
-        OUTCOME_CRASHED,        /* killed by a signal or an unknown exit code: retry with backoff */
+        OUTCOME_DONE,     /* committed, or already committed before */
+        OUTCOME_RETRY,    /* failed this time (database, EMFILE, ENOMEM, EIO, ...): retry with backoff */
+        OUTCOME_BAD_FILE, /* the file itself cannot load: fail it */
+        OUTCOME_NOT_RUN,  /* gave up before trying (stop, predecessor failed): no attempt used */
+        OUTCOME_CRASHED,  /* killed by a signal or an unknown exit code: retry with backoff */
 } Outcome;
 
 /* The exit status a child returns for an outcome. */

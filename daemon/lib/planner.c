@@ -54,7 +54,8 @@ static int header_columns(const CsvRecord *rec, Header *h, char **ret_error)
                 if (c < 0 || h->index[c] >= 0) {
                         char *shown = name_escape(name);
                         *ret_error = c < 0 ? xasprintf("header: unknown column '%.64s' (expected sku, name, "
-                                                       "description)", shown)
+                                                       "description)",
+                                                     shown)
                                            : xasprintf("header: column '%s' appears twice", shown);
                         free(shown);
                         return -EINVAL;
@@ -101,8 +102,7 @@ static bool looks_binary(const char *p, size_t n)
         return !utf8_valid(p, n) && (n < 4 || !utf8_valid(p, n - 3));
 }
 
-int header_parse(const char *buf, size_t len, FileKind kind, KeyMode key, Header *ret,
-                 char **ret_error)
+int header_parse(const char *buf, size_t len, FileKind kind, KeyMode key, Header *ret, char **ret_error)
 {
         size_t skip = len >= 3 && memcmp(buf, "\xef\xbb\xbf", 3) == 0 ? 3 : 0;
         size_t scan_len = len - skip < HEADER_MAX_BYTES ? len - skip : HEADER_MAX_BYTES;
@@ -117,7 +117,7 @@ int header_parse(const char *buf, size_t len, FileKind kind, KeyMode key, Header
                 goto out;
         }
         if (looks_binary(buf + skip, rec.len) ||
-            (rec.offset + rec.len == skip + scan_len && scan_len == HEADER_MAX_BYTES)) {
+                (rec.offset + rec.len == skip + scan_len && scan_len == HEADER_MAX_BYTES)) {
                 *ret_error = xasprintf("binary file: the first line is not UTF-8 text");
                 goto out;
         }
@@ -176,10 +176,10 @@ typedef struct Progress {
 typedef struct Hasher {
         int fd;
         uint64_t size;
-        _Atomic uint64_t hashed;        /* bytes so far; size once hex is set */
-        int error;                      /* -errno when the file could not be mapped */
+        _Atomic uint64_t hashed; /* bytes so far; size once hex is set */
+        int error;               /* -errno when the file could not be mapped */
         char hex[65];
-        Progress *pr;                   /* only when hashing in the planner's own thread */
+        Progress *pr; /* only when hashing in the planner's own thread */
 } Hasher;
 
 static void report(Progress *pr, uint64_t scanned, const Hasher *h);
@@ -206,7 +206,7 @@ static void *hash_file(void *arg)
         }
         sha256_final_hex(sha, h->hex);
         munmap(map, h->size);
-        atomic_store(&h->hashed, h->size);   /* releases hex to the waiting thread */
+        atomic_store(&h->hashed, h->size); /* releases hex to the waiting thread */
         return NULL;
 }
 
@@ -228,9 +228,9 @@ static void scan_records(const char *map, Plan *p, uint64_t range_size, const Ha
         uint64_t dropped = 0, page = (uint64_t)sysconf(_SC_PAGESIZE);
         CsvRecord rec;
 
-        csv_reader_init(r, map + p->header.data_offset, p->size - p->header.data_offset,
-                        p->header.data_offset, p->header.data_line, SIZE_MAX);
-        r->skip_utf8 = true;   /* record ends do not depend on it; the workers check each record */
+        csv_reader_init(r, map + p->header.data_offset, p->size - p->header.data_offset, p->header.data_offset,
+                p->header.data_line, SIZE_MAX);
+        r->skip_utf8 = true; /* record ends do not depend on it; the workers check each record */
         while (csv_next(r, &rec)) {
                 uint64_t end = rec.offset + rec.len;
                 if (!rec.blank)
@@ -257,7 +257,7 @@ static void wait_for_hash(pthread_t t, const Hasher *h, Progress *pr)
         struct timespec until;
 
         for (;;) {
-                clock_gettime(CLOCK_REALTIME, &until);   /* the clock of pthread_timedjoin_np */
+                clock_gettime(CLOCK_REALTIME, &until); /* the clock of pthread_timedjoin_np */
                 until.tv_nsec += 50000000L;
                 if (until.tv_nsec >= 1000000000L) {
                         until.tv_sec++;
@@ -269,8 +269,8 @@ static void wait_for_hash(pthread_t t, const Hasher *h, Progress *pr)
         }
 }
 
-int planner_plan(int fd, FileKind kind, KeyMode key, uint64_t range_size, PlanProgress progress,
-                 void *ud, Plan *ret, char **ret_error)
+int planner_plan(int fd, FileKind kind, KeyMode key, uint64_t range_size, PlanProgress progress, void *ud, Plan *ret,
+        char **ret_error)
 {
         struct stat st;
         Plan p = { 0 };
@@ -292,14 +292,14 @@ int planner_plan(int fd, FileKind kind, KeyMode key, uint64_t range_size, PlanPr
                 Progress pr = { progress, ud, 0 };
                 pthread_t t;
                 bool threaded = pthread_create(&t, NULL, hash_file, &h) == 0;
-                if (!threaded) {   /* no thread to be had: hash first, then scan */
+                if (!threaded) { /* no thread to be had: hash first, then scan */
                         h.pr = &pr;
                         hash_file(&h);
                 }
                 scan_records(map, &p, range_size ? range_size : 1, &h, &pr);
                 if (threaded)
                         wait_for_hash(t, &h, &pr);
-                report(&pr, p.size, &h);   /* all of it */
+                report(&pr, p.size, &h); /* all of it */
                 r = h.error;
                 memcpy(p.sha256, h.hex, sizeof p.sha256);
                 if (r == 0 && p.data_rows == 0) {

@@ -21,7 +21,8 @@ static int check_key(PGconn *c, KeyMode key, char **ret_error)
                 "SELECT string_agg(a.attname, ',' ORDER BY k.ord) "
                 "FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(att, ord) "
                 "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.att "
-                "WHERE i.indrelid = 'public.products'::regclass AND i.indisprimary", 0, NULL);
+                "WHERE i.indrelid = 'public.products'::regclass AND i.indisprimary",
+                0, NULL);
         int r = 0;
 
         if (!res)
@@ -34,7 +35,8 @@ static int check_key(PGconn *c, KeyMode key, char **ret_error)
         }
         if (strcmp(have, want) != 0) {
                 *ret_error = xasprintf("table products has primary key (%s) but the configuration says "
-                                       "key = \"%s\"", have, want);
+                                       "key = \"%s\"",
+                        have, want);
                 r = -EINVAL;
         }
         PQclear(res);

@@ -23,10 +23,7 @@ Sha256 *sha256_new(void)
         return s;
 }
 
-void sha256_update(Sha256 *s, const void *data, size_t n)
-{
-        EVP_DigestUpdate(s->ctx, data, n);
-}
+void sha256_update(Sha256 *s, const void *data, size_t n) { EVP_DigestUpdate(s->ctx, data, n); }
 
 void sha256_final_hex(Sha256 *s, char out[65])
 {

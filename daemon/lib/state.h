@@ -52,8 +52,8 @@ typedef struct ChunkRows {
 
 /* Inserts file `id` in state new, or failed with `error` (a file that cannot
  * be loaded at all, such as a FIFO). */
-int file_register(PGconn *c, int64_t id, const char *name, FileKind kind, const char *path,
-                  const char *error, char **ret_error);
+int file_register(
+        PGconn *c, int64_t id, const char *name, FileKind kind, const char *path, const char *error, char **ret_error);
 /* Deletes a file row still in state new. */
 int file_forget(PGconn *c, int64_t id, char **ret_error);
 /* In one transaction: the plan's chunks (pending), and the file new -> loading. */
@@ -68,13 +68,12 @@ int file_requeue(PGconn *c, int64_t id, char **ret_error);
  * not pending. */
 int chunk_claim(PGconn *c, int64_t file_id, int no, int pid, char **ret_error);
 /* Inside the worker's transaction: loading (or pending) -> done with its rows. */
-int chunk_done(PGconn *c, int64_t file_id, int no, const ChunkRows *rows, const char *apply_path,
-               char **ret_error);
+int chunk_done(PGconn *c, int64_t file_id, int no, const ChunkRows *rows, const char *apply_path, char **ret_error);
 /* The worker is gone: loading -> pending, due again after delay seconds, or
  * -> failed. count_attempt false takes back the attempt of the claim (the
  * worker did not try). */
-int chunk_release(PGconn *c, int64_t file_id, int no, ChunkState to, double delay, bool count_attempt,
-                  char **ret_error);
+int chunk_release(
+        PGconn *c, int64_t file_id, int no, ChunkState to, double delay, bool count_attempt, char **ret_error);
 /* Chunks left loading by workers that are gone (not in live, "file:no"
  * pairs) go back to pending. */
 int chunks_reset_orphans(PGconn *c, const char *const *live, size_t n_live, char **ret_error);

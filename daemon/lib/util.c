@@ -49,9 +49,21 @@ int parse_size(const char *s, uint64_t *ret_bytes)
                 return -EINVAL;
         switch (*end) {
         case '\0': break;
-        case 'k': case 'K': mult = 1ULL << 10; end++; break;
-        case 'm': case 'M': mult = 1ULL << 20; end++; break;
-        case 'g': case 'G': mult = 1ULL << 30; end++; break;
+        case 'k':
+        case 'K':
+                mult = 1ULL << 10;
+                end++;
+                break;
+        case 'm':
+        case 'M':
+                mult = 1ULL << 20;
+                end++;
+                break;
+        case 'g':
+        case 'G':
+                mult = 1ULL << 30;
+                end++;
+                break;
         default: return -EINVAL;
         }
         if (*end == 'B' || *end == 'b')
@@ -81,10 +93,17 @@ static size_t utf8_seq_len(const unsigned char *p, size_t n)
 
         if (c < 0x80)
                 return 1;
-        if (c >= 0xc2 && c <= 0xdf) { len = 2; cp = c & 0x1f; }
-        else if (c >= 0xe0 && c <= 0xef) { len = 3; cp = c & 0x0f; }
-        else if (c >= 0xf0 && c <= 0xf4) { len = 4; cp = c & 0x07; }
-        else return 0;
+        if (c >= 0xc2 && c <= 0xdf) {
+                len = 2;
+                cp = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+                len = 3;
+                cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+                len = 4;
+                cp = c & 0x07;
+        } else
+                return 0;
         if (n < len)
                 return 0;
         for (size_t i = 1; i < len; i++) {
@@ -157,7 +176,7 @@ void buf_reserve(Buf *b, size_t extra)
 
 void buf_append(Buf *b, const void *p, size_t n)
 {
-        if (n == 0)   /* b->data may still be NULL */
+        if (n == 0) /* b->data may still be NULL */
                 return;
         buf_reserve(b, n);
         memcpy(b->data + b->len, p, n);
@@ -178,7 +197,7 @@ void buf_append_u64(Buf *b, uint64_t v)
 void buf_free(Buf *b)
 {
         free(b->data);
-        *b = (Buf){0};
+        *b = (Buf){ 0 };
 }
 
 const char *dropped_name(const char *path)

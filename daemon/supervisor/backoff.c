@@ -14,7 +14,4 @@ double backoff_delay(double base, int attempt)
         return d < BACKOFF_CAP ? d : BACKOFF_CAP;
 }
 
-bool backoff_may_retry(int attempts, int max_attempts)
-{
-        return attempts < max_attempts;
-}
+bool backoff_may_retry(int attempts, int max_attempts) { return attempts < max_attempts; }

@@ -13,8 +13,8 @@ typedef enum ChildType { CHILD_CHUNK, CHILD_PLAN, CHILD_AGGREGATE, CHILD_KEY } C
 typedef struct Child {
         pid_t pid;
         ChildType type;
-        int64_t file_id;        /* -1 when none */
-        int chunk_no;           /* -1 when none */
+        int64_t file_id; /* -1 when none */
+        int chunk_no;    /* -1 when none */
 } Child;
 
 typedef struct Children Children;

@@ -43,14 +43,13 @@ static char *chunk_report(PGconn *conn, const Child *c, int *ret_attempts)
         if (res) {
                 *ret_attempts = atoi(PQgetvalue(res, 0, 0));
                 report = xasprintf("chunk %d (lines %s-%s): %s", c->chunk_no, PQgetvalue(res, 0, 1),
-                                   PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3));
+                        PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3));
         }
         PQclear(res);
         return report ? report : xasprintf("chunk %d", c->chunk_no);
 }
 
-static int fail_running_file(PGconn *conn, const Config *cfg, const Children *ch, int64_t file_id,
-                             const char *reason)
+static int fail_running_file(PGconn *conn, const Config *cfg, const Children *ch, int64_t file_id, const char *reason)
 {
         int r = registry_fail(conn, cfg, file_id, reason);
 
@@ -66,17 +65,16 @@ static void log_chunk_done(PGconn *conn, const Child *c)
                 "FROM ingest.chunks k JOIN ingest.files f ON f.id = k.file_id "
                 "WHERE k.file_id = $1 AND k.no = $2 AND k.state = " SQL_STATE(STATE_DONE));
         if (res)
-                log_ctx(LOG_INFO, (LogCtx){ PQgetvalue(res, 0, 0), c->file_id, c->chunk_no,
-                                            atoll(PQgetvalue(res, 0, 1)), "chunk-done" },
-                        "chunk %d/%s committed: %s loaded, %s rejected, %s superseded (attempt %s)",
-                        c->chunk_no, PQgetvalue(res, 0, 5), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
-                        PQgetvalue(res, 0, 3), PQgetvalue(res, 0, 4));
+                log_ctx(LOG_INFO,
+                        (LogCtx){ PQgetvalue(res, 0, 0), c->file_id, c->chunk_no, atoll(PQgetvalue(res, 0, 1)),
+                                "chunk-done" },
+                        "chunk %d/%s committed: %s loaded, %s rejected, %s superseded (attempt %s)", c->chunk_no,
+                        PQgetvalue(res, 0, 5), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3),
+                        PQgetvalue(res, 0, 4));
         PQclear(res);
 }
 
-
-int chunkexit_record(PGconn *conn, const Config *cfg, const Children *ch, const Child *c, int status,
-                     char **ret_error)
+int chunkexit_record(PGconn *conn, const Config *cfg, const Children *ch, const Child *c, int status, char **ret_error)
 {
         int code = outcome_wait_code(status), attempts = 0, r = 0;
         Outcome o = outcome_of_wait_status(status);
@@ -87,9 +85,7 @@ int chunkexit_record(PGconn *conn, const Config *cfg, const Children *ch, const 
         if (o != OUTCOME_DONE && o != OUTCOME_NOT_RUN)
                 report = chunk_report(conn, c, &attempts);
         switch (policy_after_exit(o, attempts, cfg->retry_max_attempts, cfg->retry_backoff, &delay)) {
-        case ACTION_DONE:
-                log_chunk_done(conn, c);
-                break;
+        case ACTION_DONE: log_chunk_done(conn, c); break;
         case ACTION_RELEASE:
                 r = chunk_release(conn, c->file_id, c->chunk_no, CHUNK_PENDING, 0, false, ret_error);
                 break;

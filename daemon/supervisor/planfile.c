@@ -26,7 +26,7 @@ typedef struct PlanJob {
         int64_t id;
         char ids[32];
         FileKind kind;
-        char *path;             /* "ID-NAME" under processing/ */
+        char *path; /* "ID-NAME" under processing/ */
         double progress_at;
 } PlanJob;
 
@@ -59,8 +59,10 @@ static void on_progress(uint64_t done, uint64_t size, void *ud)
         pj->progress_at = now + PROGRESS_EVERY;
         snprintf(d, sizeof d, "%" PRIu64, done);
         snprintf(n, sizeof n, "%" PRIu64, size);
-        db_exec(pj->conn, NULL, "UPDATE ingest.files SET planned_bytes = $2, size = $3 "
-                                "WHERE id = $1 AND state = " SQL_STATE(STATE_NEW), 3, p);
+        db_exec(pj->conn, NULL,
+                "UPDATE ingest.files SET planned_bytes = $2, size = $3 "
+                "WHERE id = $1 AND state = " SQL_STATE(STATE_NEW),
+                3, p);
 }
 
 /* The file's kind and path, while it is new. 1 = found, 0 = not new (done by
@@ -68,8 +70,10 @@ static void on_progress(uint64_t done, uint64_t size, void *ud)
 static int read_file_row(PlanJob *pj, char **ret_error)
 {
         const char *p[1] = { pj->ids };
-        PGresult *res = db_query(pj->conn, ret_error, "SELECT kind, path FROM ingest.files "
-                                                       "WHERE id = $1 AND state = " SQL_STATE(STATE_NEW), 1, p);
+        PGresult *res = db_query(pj->conn, ret_error,
+                "SELECT kind, path FROM ingest.files "
+                "WHERE id = $1 AND state = " SQL_STATE(STATE_NEW),
+                1, p);
 
         if (!res)
                 return -EIO;
@@ -89,7 +93,7 @@ static LogCtx plan_ctx(const PlanJob *pj, const char *state, long long rows)
 
 static Outcome store(PlanJob *pj, const Plan *plan, double t0)
 {
-        int lanes = config_workers(pj->cfg);   /* fixed for the file from here on */
+        int lanes = config_workers(pj->cfg); /* fixed for the file from here on */
         char *err = NULL;
 
         if (file_planned(pj->conn, pj->id, plan, lanes, &err) < 0) {
@@ -99,8 +103,8 @@ static Outcome store(PlanJob *pj, const Plan *plan, double t0)
         }
         log_ctx(LOG_INFO, plan_ctx(pj, STATE_LOADING, (long long)plan->data_rows),
                 "planned: %" PRIu64 " bytes, %" PRIu64 " data rows, %zu byte ranges x %d lanes (%.2f s), "
-                "sha256 %s", plan->size, plan->data_rows, plan->n_ranges, lanes, now_monotonic() - t0,
-                plan->sha256);
+                "sha256 %s",
+                plan->size, plan->data_rows, plan->n_ranges, lanes, now_monotonic() - t0, plan->sha256);
         return OUTCOME_DONE;
 }
 
@@ -125,8 +129,9 @@ static Outcome plan_now(PlanJob *pj)
         int fd = open(full, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
         Plan plan = { 0 };
         double t0 = now_monotonic();
-        int r = fd < 0 ? -errno : planner_plan(fd, pj->kind, pj->cfg->key, range_size(pj->cfg, fd), on_progress,
-                                               pj, &plan, &err);
+        int r = fd < 0 ? -errno
+                       : planner_plan(
+                                 fd, pj->kind, pj->cfg->key, range_size(pj->cfg, fd), on_progress, pj, &plan, &err);
         Outcome o = r == 0 ? store(pj, &plan, t0) : plan_failed(pj, full, r, err);
 
         if (fd >= 0)

@@ -2,8 +2,7 @@
 #include "policy.h"
 #include "backoff.h"
 
-size_t policy_pick_chunks(const ChunkSlot *slots, size_t n, double now, size_t running, int workers,
-                          int *ret_nos)
+size_t policy_pick_chunks(const ChunkSlot *slots, size_t n, double now, size_t running, int workers, int *ret_nos)
 {
         size_t picked = 0;
 
@@ -21,14 +20,10 @@ ExitAction policy_after_exit(Outcome o, int attempts, int max_attempts, double b
 {
         *ret_delay = 0;
         switch (o) {
-        case OUTCOME_DONE:
-                return ACTION_DONE;
-        case OUTCOME_NOT_RUN:
-                return ACTION_RELEASE;
-        case OUTCOME_BAD_FILE:
-                return ACTION_FAIL_FILE;
-        default:
-                break;
+        case OUTCOME_DONE: return ACTION_DONE;
+        case OUTCOME_NOT_RUN: return ACTION_RELEASE;
+        case OUTCOME_BAD_FILE: return ACTION_FAIL_FILE;
+        default: break;
         }
         if (!backoff_may_retry(attempts, max_attempts))
                 return ACTION_GIVE_UP;

@@ -13,8 +13,8 @@
 typedef struct ChunkSlot {
         int no;
         ChunkState state;
-        double next_attempt;    /* epoch seconds; 0 = due at once */
-        bool running;           /* a child of ours is loading it */
+        double next_attempt; /* epoch seconds; 0 = due at once */
+        bool running;        /* a child of ours is loading it */
 } ChunkSlot;
 
 /* Of the file's lowest unfinished chunks (slots, in chunk order, at most
@@ -23,15 +23,14 @@ typedef struct ChunkSlot {
  * worker slots (workers - running). Taking only the lowest unfinished chunks
  * keeps a lane in file order: the chunk a worker waits for (no - lanes)
  * always holds a slot. Returns how many. */
-size_t policy_pick_chunks(const ChunkSlot *slots, size_t n, double now, size_t running, int workers,
-                          int *ret_nos);
+size_t policy_pick_chunks(const ChunkSlot *slots, size_t n, double now, size_t running, int workers, int *ret_nos);
 
 typedef enum ExitAction {
-        ACTION_DONE,            /* committed: log it */
-        ACTION_RELEASE,         /* did not try: pending again, the attempt not counted */
-        ACTION_RETRY,           /* pending again after *ret_delay seconds */
-        ACTION_FAIL_FILE,       /* the file cannot load: fail it */
-        ACTION_GIVE_UP,         /* attempts used up: the chunk and its file fail */
+        ACTION_DONE,      /* committed: log it */
+        ACTION_RELEASE,   /* did not try: pending again, the attempt not counted */
+        ACTION_RETRY,     /* pending again after *ret_delay seconds */
+        ACTION_FAIL_FILE, /* the file cannot load: fail it */
+        ACTION_GIVE_UP,   /* attempts used up: the chunk and its file fail */
 } ExitAction;
 
 /* What to do after a chunk's worker ended with outcome o, its attempts so far

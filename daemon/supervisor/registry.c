@@ -25,10 +25,7 @@
 #include <unistd.h>
 
 /* A file not registered yet: its name as found. */
-static LogCtx name_ctx(const char *name, const char *state)
-{
-        return (LogCtx){ name, -1, -1, -1, state };
-}
+static LogCtx name_ctx(const char *name, const char *state) { return (LogCtx){ name, -1, -1, -1, state }; }
 
 /* A registered file: our own "ID-NAME" gives INGEST_FILE=NAME, INGEST_FILE_ID=ID. */
 static LogCtx path_ctx(const char *path, const char *state, long long rows)
@@ -96,8 +93,7 @@ static int64_t next_file_id(PGconn *c)
         return id;
 }
 
-static int insert_file(PGconn *c, int64_t id, const char *name, FileKind kind, const char *path,
-                       const char *error)
+static int insert_file(PGconn *c, int64_t id, const char *name, FileKind kind, const char *path, const char *error)
 {
         char *err = NULL;
         int r = file_register(c, id, name, kind, path, error, &err);
@@ -111,11 +107,16 @@ static int insert_file(PGconn *c, int64_t id, const char *name, FileKind kind, c
 
 static const char *not_regular(mode_t m)
 {
-        if (S_ISLNK(m)) return "symbolic link";
-        if (S_ISDIR(m)) return "directory";
-        if (S_ISFIFO(m)) return "FIFO";
-        if (S_ISSOCK(m)) return "socket";
-        if (!S_ISREG(m)) return "device";
+        if (S_ISLNK(m))
+                return "symbolic link";
+        if (S_ISDIR(m))
+                return "directory";
+        if (S_ISFIFO(m))
+                return "FIFO";
+        if (S_ISSOCK(m))
+                return "socket";
+        if (!S_ISREG(m))
+                return "device";
         return NULL;
 }
 
@@ -146,9 +147,8 @@ int registry_register(PGconn *c, const Config *cfg, FileKind kind, const char *n
         to = xasprintf("%s/%s/%s", cfg->state, reason ? "failed" : "processing", path);
         if (rename(from, to) < 0) {
                 r = errno == ENOENT ? 0 : -EAGAIN;
-                log_ctx(errno == ENOENT ? LOG_INFO : LOG_ERR, name_ctx(shown, NULL),
-                        "cannot move %s to %s: %s%s", from, to, strerror(errno),
-                        errno == ENOENT ? "" : "; will try again");
+                log_ctx(errno == ENOENT ? LOG_INFO : LOG_ERR, name_ctx(shown, NULL), "cannot move %s to %s: %s%s", from,
+                        to, strerror(errno), errno == ENOENT ? "" : "; will try again");
                 file_forget(c, id, NULL);
                 goto out;
         }
@@ -196,8 +196,7 @@ static int rescan_folder(PGconn *c, const Config *cfg, FileKind kind, int *defer
                 return -errno;
         while ((de = readdir(d))) {
                 struct stat st;
-                if (!watcher_name_wanted(de->d_name) ||
-                    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                if (!watcher_name_wanted(de->d_name) || fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
                         continue;
                 if (S_ISREG(st.st_mode) && st.st_mtim.tv_sec >= now - 1) {
                         (*deferred)++; /* maybe still being written; its close event will come */
@@ -208,7 +207,7 @@ static int rescan_folder(PGconn *c, const Config *cfg, FileKind kind, int *defer
                 found[n++] = (Found){ xstrdup(de->d_name), st.st_mtim };
         }
         closedir(d);
-        if (n > 0)      /* qsort's array must not be NULL, even for no elements */
+        if (n > 0) /* qsort's array must not be NULL, even for no elements */
                 qsort(found, n, sizeof *found, found_cmp);
         for (size_t i = 0; i < n; i++) {
                 int k = r < 0 ? 0 : registry_register(c, cfg, kind, found[i].name);
@@ -238,8 +237,8 @@ int registry_rescan(PGconn *c, const Config *cfg, int *ret_deferred)
  * plan child (planfile.h). */
 static int recover_new_files(PGconn *c, const Config *cfg)
 {
-        PGresult *res = db_query(c, NULL, "SELECT id, path FROM ingest.files WHERE state = " SQL_STATE(STATE_NEW)
-                                          " ORDER BY id", 0, NULL);
+        PGresult *res = db_query(c, NULL,
+                "SELECT id, path FROM ingest.files WHERE state = " SQL_STATE(STATE_NEW) " ORDER BY id", 0, NULL);
 
         if (!res)
                 return -EIO;
@@ -256,8 +255,10 @@ static int recover_new_files(PGconn *c, const Config *cfg)
 static int recover_final_moves(PGconn *c, const Config *cfg)
 {
         PGresult *res = db_query(c, NULL,
-                "SELECT path, state FROM ingest.files WHERE state IN (" SQL_STATE(STATE_DONE) ", " SQL_STATE(STATE_FAILED) ") "
-                "AND finished_at > now() - interval '7 days' ORDER BY id", 0, NULL);
+                "SELECT path, state FROM ingest.files WHERE state IN (" SQL_STATE(STATE_DONE) ", " SQL_STATE(
+                        STATE_FAILED) ") "
+                                      "AND finished_at > now() - interval '7 days' ORDER BY id",
+                0, NULL);
 
         if (!res)
                 return -EIO;
@@ -330,14 +331,14 @@ int registry_finish(PGconn *c, const Config *cfg, int64_t file_id)
                         loaded, rejected, superseded, rows);
         if (rows > 0 && rejected / rows > cfg->rejects_max_ratio)
                 reason = xasprintf("%lld of %.0f rows rejected (%.2f%%), above rejects.max_ratio %.2f%%; "
-                                   "see: ingestctl rejects %s", rejected, rows, 100.0 * rejected / rows,
-                                   100.0 * cfg->rejects_max_ratio, path);
+                                   "see: ingestctl rejects %s",
+                        rejected, rows, 100.0 * rejected / rows, 100.0 * cfg->rejects_max_ratio, path);
         r = file_close(c, file_id, reason ? FILE_FAILED : FILE_DONE, reason, &err);
         if (r < 0)
                 goto out;
         log_ctx(reason ? LOG_ERR : LOG_INFO, path_ctx(path, reason ? "failed" : "done", loaded),
-                "%s %s: %lld loaded, %lld rejected, %lld superseded%s%s", path, reason ? "failed" : "done",
-                loaded, rejected, superseded, reason ? ": " : "", reason ? reason : "");
+                "%s %s: %lld loaded, %lld rejected, %lld superseded%s%s", path, reason ? "failed" : "done", loaded,
+                rejected, superseded, reason ? ": " : "", reason ? reason : "");
         move_from_processing(cfg, path, reason ? "failed" : "done");
 out:
         if (err)

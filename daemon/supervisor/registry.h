@@ -26,4 +26,3 @@ int registry_fail(PGconn *c, const Config *cfg, int64_t file_id, const char *rea
 int registry_finish(PGconn *c, const Config *cfg, int64_t file_id);
 /* Absolute path of a file under processing/. */
 char *registry_processing_path(const Config *cfg, const char *path);
-

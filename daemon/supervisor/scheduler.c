@@ -26,7 +26,7 @@ struct Scheduler {
         const char *config_path;
         Children *children;
         double plan_retry_at, key_retry_at, next_aggregate;
-        int64_t plan_failing;       /* the file whose plan child failed plan_attempts times in a row */
+        int64_t plan_failing; /* the file whose plan child failed plan_attempts times in a row */
         int plan_attempts;
         bool aggregate_wanted;
 };
@@ -100,8 +100,8 @@ static int spawn_chunk(Pass *p, int64_t file_id, int no, const char *path)
 
         snprintf(file, sizeof file, "%" PRId64, file_id);
         snprintf(chunk, sizeof chunk, "%d", no);
-        pid_t pid = children_start(p->sc->children, p->sc->config_path, (Child){ 0, CHILD_CHUNK, file_id, no },
-                                   args, &go);
+        pid_t pid = children_start(
+                p->sc->children, p->sc->config_path, (Child){ 0, CHILD_CHUNK, file_id, no }, args, &go);
         free(full);
         if (pid < 0) {
                 log_msg(LOG_ERR, "fork: %s", strerror((int)-pid));
@@ -120,8 +120,8 @@ static int maybe_plan(Pass *p)
 
         if (children_count(p->sc->children, CHILD_PLAN) > 0 || now_monotonic() < p->sc->plan_retry_at)
                 return 0;
-        PGresult *res = db_query(p->c, &err, "SELECT id FROM ingest.files WHERE state = " SQL_STATE(STATE_NEW)
-                                             " ORDER BY id LIMIT 1", 0, NULL);
+        PGresult *res = db_query(p->c, &err,
+                "SELECT id FROM ingest.files WHERE state = " SQL_STATE(STATE_NEW) " ORDER BY id LIMIT 1", 0, NULL);
         if (!res)
                 return failed(p, "planning", err);
         if (PQntuples(res) == 1) {
@@ -142,8 +142,10 @@ static int key_first(Pass *p)
         PGresult *res = db_query(p->c, &err,
                 "SELECT f.id, f.path FROM ingest.files f WHERE f.deferred_key IS NOT NULL "
                 "  AND (f.state <> " SQL_STATE(STATE_LOADING) " OR NOT EXISTS (SELECT 1 FROM ingest.chunks c "
-                "       WHERE c.file_id = f.id AND c.state <> " SQL_STATE(STATE_DONE) ")) "
-                "ORDER BY f.id LIMIT 1", 0, NULL);
+                                                              "       WHERE c.file_id = f.id AND c.state <> " SQL_STATE(
+                                                                      STATE_DONE) ")) "
+                                                                                  "ORDER BY f.id LIMIT 1",
+                0, NULL);
 
         if (!res)
                 return failed(p, "scheduling", err);
@@ -208,7 +210,8 @@ static int schedule_file(Pass *p, int64_t file_id, const char *path, int total, 
         snprintf(lim, sizeof lim, "%d", workers);
         PGresult *res = db_query(p->c, &err,
                 "SELECT no, state, extract(epoch FROM next_attempt), extract(epoch FROM now()) FROM ingest.chunks "
-                "WHERE file_id = $1 AND state <> " SQL_STATE(STATE_DONE) " ORDER BY no LIMIT $2", 2, prm);
+                "WHERE file_id = $1 AND state <> " SQL_STATE(STATE_DONE) " ORDER BY no LIMIT $2",
+                2, prm);
         if (!res)
                 return failed(p, "scheduling", err);
         int left = PQntuples(res);
@@ -217,8 +220,8 @@ static int schedule_file(Pass *p, int64_t file_id, const char *path, int total, 
         for (int i = 0; i < left; i++)
                 slots[i] = chunk_slot(p, file_id, res, i);
         double now = left > 0 ? strtod(PQgetvalue(res, 0, 3), NULL) : 0;
-        size_t n = policy_pick_chunks(slots, (size_t)left, now, children_count(p->sc->children, CHILD_CHUNK),
-                                      workers, nos);
+        size_t n = policy_pick_chunks(
+                slots, (size_t)left, now, children_count(p->sc->children, CHILD_CHUNK), workers, nos);
         PQclear(res);
         for (size_t i = 0; i < n && r == 0; i++)
                 r = spawn_chunk(p, file_id, nos[i], path);
@@ -226,20 +229,23 @@ static int schedule_file(Pass *p, int64_t file_id, const char *path, int total, 
         free(nos);
         if (left > 0)
                 set_status(p, "loading %s: %d/%d chunks, %.0fk rows/s", path, total - left < 0 ? 0 : total - left,
-                           total, rate / 1000);
+                        total, rate / 1000);
         return r < 0 ? r : left > 0;
 }
 
-static const char first_file_sql[] =
-        "SELECT id, path, chunks, count(c.*) FILTER (WHERE c.state <> " SQL_STATE(STATE_DONE) "), "
-        " f.key_decided, f.deferred_key IS NOT NULL, "
-        " coalesce(sum(c.rows_loaded + c.rows_rejected + c.rows_superseded) "
-        "          FILTER (WHERE c.state = " SQL_STATE(STATE_DONE) "), 0) "
-        "   / greatest(extract(epoch FROM now() - f.started_at), 0.001), "
-        " f.state = " SQL_STATE(STATE_NEW) ", 100.0 * f.planned_bytes / greatest(f.size, 1) "
-        "FROM ingest.files f LEFT JOIN ingest.chunks c ON c.file_id = f.id "
-        "WHERE f.state IN (" SQL_STATE(STATE_NEW) ", " SQL_STATE(STATE_LOADING) ") "
-        "GROUP BY f.id ORDER BY f.id LIMIT 1";
+static const char first_file_sql[] = "SELECT id, path, chunks, count(c.*) FILTER (WHERE c.state <> " SQL_STATE(
+        STATE_DONE) "), "
+                    " f.key_decided, f.deferred_key IS NOT NULL, "
+                    " coalesce(sum(c.rows_loaded + c.rows_rejected + c.rows_superseded) "
+                    "          FILTER (WHERE c.state = " SQL_STATE(
+                            STATE_DONE) "), 0) "
+                                        "   / greatest(extract(epoch FROM now() - f.started_at), 0.001), "
+                                        " f.state = " SQL_STATE(
+                                                STATE_NEW) ", 100.0 * f.planned_bytes / greatest(f.size, 1) "
+                                                           "FROM ingest.files f LEFT JOIN ingest.chunks c ON c.file_id = f.id "
+                                                           "WHERE f.state IN (" SQL_STATE(STATE_NEW) ", " SQL_STATE(
+                                                                   STATE_LOADING) ") "
+                                                                                  "GROUP BY f.id ORDER BY f.id LIMIT 1";
 
 /* The oldest unfinished file: its next chunks, or its finish. 1 when it was
  * finished (the next file may go on), 0 when it is still at work or there is
@@ -251,7 +257,7 @@ static int schedule_first_file(Pass *p)
 
         if (!res)
                 return failed(p, "scheduling", err);
-        if (PQntuples(res) == 0 || strcmp(PQgetvalue(res, 0, 7), "t") == 0) {   /* none, or still being planned */
+        if (PQntuples(res) == 0 || strcmp(PQgetvalue(res, 0, 7), "t") == 0) { /* none, or still being planned */
                 if (PQntuples(res) == 0)
                         set_status(p, "idle");
                 else
@@ -270,7 +276,7 @@ static int schedule_first_file(Pass *p)
                 r = decide_key(p, id, path);
         if (r == 0 && left > 0)
                 busy = r = schedule_file(p, id, path, total, rate);
-        if (r >= 0 && !busy && deferred)      /* the last chunk may have committed since key_first() looked */
+        if (r >= 0 && !busy && deferred) /* the last chunk may have committed since key_first() looked */
                 busy = r = key_first(p);
         if (r >= 0 && !busy) {
                 registry_finish(p->c, p->cfg, id);
@@ -287,7 +293,7 @@ int scheduler_run(Scheduler *sc, PGconn *c, const Config *cfg, char *status, siz
         int r = maybe_plan(&p);
 
         while (r == 0 && (r = key_first(&p)) == 0 && (r = schedule_first_file(&p)) == 1)
-                r = 0;          /* a file finished: the next one */
+                r = 0; /* a file finished: the next one */
         if (r >= 0)
                 maybe_aggregate(sc, cfg);
         return r < 0 ? r : 0;

@@ -274,8 +274,8 @@ static void work(Supervisor *s)
         if (!s->ready_sent && s->conn) {
                 sd_notify(0, "READY=1");
                 s->ready_sent = true;
-                log_msg(LOG_INFO, "ready: watching %s and %s with %d workers", s->cfg->incoming,
-                        s->cfg->updates, config_workers(s->cfg));
+                log_msg(LOG_INFO, "ready: watching %s and %s with %d workers", s->cfg->incoming, s->cfg->updates,
+                        config_workers(s->cfg));
         }
         char status[256] = "", *err = NULL;
         if (s->conn && scheduler_run(s->scheduler, s->conn, s->cfg, status, sizeof status, &err) < 0)
@@ -324,7 +324,7 @@ static int setup(Supervisor *s)
         struct itimerspec its = { { 0, TICK_MS * 1000000L }, { 0, TICK_MS * 1000000L } };
         timerfd_settime(s->timer_fd, 0, &its, NULL);
         if ((r = add_fd(s, s->signal_fd)) < 0 || (r = add_fd(s, s->timer_fd)) < 0 ||
-            (r = add_fd(s, watcher_fd(s->watcher))) < 0)
+                (r = add_fd(s, watcher_fd(s->watcher))) < 0)
                 return r;
         if (sd_watchdog_enabled(0, &s->watchdog_usec) <= 0)
                 s->watchdog_usec = 0;
@@ -334,9 +334,12 @@ static int setup(Supervisor *s)
 static void teardown(Supervisor *s)
 {
         watcher_free(s->watcher);
-        if (s->epoll_fd >= 0) close(s->epoll_fd);
-        if (s->signal_fd >= 0) close(s->signal_fd);
-        if (s->timer_fd >= 0) close(s->timer_fd);
+        if (s->epoll_fd >= 0)
+                close(s->epoll_fd);
+        if (s->signal_fd >= 0)
+                close(s->signal_fd);
+        if (s->timer_fd >= 0)
+                close(s->timer_fd);
         PQfinish(s->conn);
         scheduler_free(s->scheduler);
         children_free(s->children);
@@ -346,8 +349,12 @@ static void teardown(Supervisor *s)
 
 int supervisor_run(Config *cfg, const char *config_path)
 {
-        Supervisor s = { .cfg = cfg, .config_path = config_path, .state = SUP_CONNECTING,
-                         .epoll_fd = -1, .signal_fd = -1, .timer_fd = -1 };
+        Supervisor s = { .cfg = cfg,
+                .config_path = config_path,
+                .state = SUP_CONNECTING,
+                .epoll_fd = -1,
+                .signal_fd = -1,
+                .timer_fd = -1 };
         int r = setup(&s);
 
         while (r == 0 && !(s.state == SUP_STOPPING && children_total(s.children) == 0)) {

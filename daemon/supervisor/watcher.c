@@ -14,7 +14,7 @@
 
 struct Watcher {
         int fd;
-        int wd[2];  /* indexed by FileKind */
+        int wd[2]; /* indexed by FileKind */
 };
 
 bool watcher_name_wanted(const char *name)

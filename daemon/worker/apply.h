@@ -34,15 +34,15 @@ typedef struct ApplyChunk {
         PGconn *conn;
         int64_t file_id;
         int chunk_no;
-        const char *ids[2];        /* file_id, chunk_no as text parameters */
+        const char *ids[2]; /* file_id, chunk_no as text parameters */
         FileKind kind;
         KeyMode key;
         const Header *header;
-        bool keys_known;           /* an ingest file whose lookahead knows every key of the chunk: no key
+        bool keys_known;          /* an ingest file whose lookahead knows every key of the chunk: no key
                                       repeats in the file, so a sample can tell that all rows are new */
-        Buf *rejects;              /* a path appends the rows it rejects (unknown keys of update files) */
-        Buf *uncertain;            /* deferred path: rows the lookahead could not settle (by the loader) */
-        const LoadCounts *counts;  /* the loader's counts, final once the last piece is in */
+        Buf *rejects;             /* a path appends the rows it rejects (unknown keys of update files) */
+        Buf *uncertain;           /* deferred path: rows the lookahead could not settle (by the loader) */
+        const LoadCounts *counts; /* the loader's counts, final once the last piece is in */
 } ApplyChunk;
 
 /* The counts a path returns; worker.c turns them into loaded, rejected and
@@ -50,14 +50,14 @@ typedef struct ApplyChunk {
  * row (a later file got there first), "superseding" ones replace a row an
  * earlier chunk of this file wrote. */
 typedef struct ApplyResult {
-        uint64_t rows;             /* rows applied or compared, unknown ones excepted */
+        uint64_t rows; /* rows applied or compared, unknown ones excepted */
         uint64_t distinct, outranked, superseding, unknown;
-        unsigned pieces;           /* batches (or 1 for a whole chunk) */
-        unsigned new_pieces;       /* ... of those copied as new without looking up every key */
+        unsigned pieces;     /* batches (or 1 for a whole chunk) */
+        unsigned new_pieces; /* ... of those copied as new without looking up every key */
 } ApplyResult;
 
 typedef struct ApplyPath {
-        const char *name;          /* ingest.chunks.apply_path */
+        const char *name; /* ingest.chunks.apply_path */
         size_t piece_bytes;
         bool ordered, stage_first;
         int (*begin)(const ApplyChunk *c, void **ret_state, char **ret_error);
@@ -67,9 +67,9 @@ typedef struct ApplyPath {
         void (*free)(void *state);
 } ApplyPath;
 
-extern const ApplyPath apply_batches;   /* probe each batch's keys, send only what changes */
-extern const ApplyPath apply_sorted;    /* stage the chunk, one statement in key order */
-extern const ApplyPath apply_deferred;  /* products' key deferred: rows straight into the bare table */
+extern const ApplyPath apply_batches;  /* probe each batch's keys, send only what changes */
+extern const ApplyPath apply_sorted;   /* stage the chunk, one statement in key order */
+extern const ApplyPath apply_deferred; /* products' key deferred: rows straight into the bare table */
 
 /* The deferred path's rows that the lookahead cannot settle, at most (~5k
  * rows): past it the loader stops with -ENOSPC. */

@@ -36,12 +36,12 @@ typedef struct BatchPath {
         const ApplyChunk *c;
         BatchRules rules;
         Batch batch;
-        Buf scratch;               /* probe keys, then the rows to COPY */
-        char *update_sql;          /* set once the staging table for updates exists */
-        bool started;              /* the first batch has read the aggregate state */
-        int new_rows_left;         /* batches that may still try copy_new_rows */
+        Buf scratch;       /* probe keys, then the rows to COPY */
+        char *update_sql;  /* set once the staging table for updates exists */
+        bool started;      /* the first batch has read the aggregate state */
+        int new_rows_left; /* batches that may still try copy_new_rows */
         bool agg_recount, agg_marked;
-        double agg_limit;          /* more delta rows than this: ask for a recount */
+        double agg_limit; /* more delta rows than this: ask for a recount */
         uint64_t agg_changes;
         ApplyResult sum;
 } BatchPath;
@@ -56,8 +56,8 @@ static char *update_sql(const ApplyChunk *c)
 
         return xasprintf("UPDATE public.products p SET %s%sfile_seq = $1::bigint, line = s.line "
                          "FROM pg_temp.upd s WHERE p.sku = s.sku%s AND " SQL_OLDER("p", "$1::bigint", "s.line"),
-                         set_name ? "name = s.name, " : "", set_desc ? "description = s.description, " : "",
-                         sku_name ? " AND p.name = s.name" : "");
+                set_name ? "name = s.name, " : "", set_desc ? "description = s.description, " : "",
+                sku_name ? " AND p.name = s.name" : "");
 }
 
 static int run_update(BatchPath *b, Buf *out, char **ret_error)
@@ -69,8 +69,9 @@ static int run_update(BatchPath *b, Buf *out, char **ret_error)
                 b->update_sql = update_sql(b->c);
                 /* the staged updates take the collation of products' key */
                 r = db_exec(conn, ret_error,
-                            "CREATE TEMP TABLE upd ON COMMIT DROP AS "
-                            "SELECT sku, name, description, line FROM public.products WITH NO DATA", 0, NULL);
+                        "CREATE TEMP TABLE upd ON COMMIT DROP AS "
+                        "SELECT sku, name, description, line FROM public.products WITH NO DATA",
+                        0, NULL);
         }
         out->len = 0;
         batch_put_updates(&b->batch, out);
@@ -96,7 +97,8 @@ static int agg_state(BatchPath *b, char **ret_error)
         PGresult *res = db_query(b->c->conn, ret_error,
                 "SELECT EXISTS (SELECT 1 FROM ingest.agg_delta WHERE name IS NULL), "
                 "       " PRODUCTS_ROWS " "
-                "FROM pg_class WHERE oid = 'public.products'::regclass", 0, NULL);
+                "FROM pg_class WHERE oid = 'public.products'::regclass",
+                0, NULL);
 
         if (!res)
                 return -EIO;
@@ -127,8 +129,8 @@ static void reject_unknown(BatchPath *b)
         for (size_t i = 0; i < b->batch.n; i++) {
                 const BatchRow *r = &b->batch.rows[i];
                 if (r->fate == FATE_UNKNOWN)
-                        loader_add_reject(b->c->rejects, b->c->file_id, b->c->chunk_no, r->line, r->offset, why,
-                                          NULL, 0);
+                        loader_add_reject(
+                                b->c->rejects, b->c->file_id, b->c->chunk_no, r->line, r->offset, why, NULL, 0);
         }
 }
 
@@ -147,7 +149,7 @@ static int probe(BatchPath *b, Existing **ret_ex, size_t *ret_n, PGresult **ret_
                 for (int c = 0; c < N_COLUMNS; c++)
                         if (!PQgetisnull(res, (int)i, c))
                                 ex[i].col[c] = (Field){ PQgetvalue(res, (int)i, c),
-                                                        (size_t)PQgetlength(res, (int)i, c) };
+                                        (size_t)PQgetlength(res, (int)i, c) };
                 ex[i].file_seq = strtoll(PQgetvalue(res, (int)i, 3), NULL, 10);
                 ex[i].line = strtoll(PQgetvalue(res, (int)i, 4), NULL, 10);
         }
@@ -202,7 +204,7 @@ static int sample_found(BatchPath *b, char **ret_error)
         const char *p[1] = { b->scratch.data };
 
         return db_query_bool(b->c->conn, ret_error,
-                             "SELECT EXISTS (SELECT 1 FROM public.products WHERE sku = ANY($1::text[]))", 1, p);
+                "SELECT EXISTS (SELECT 1 FROM public.products WHERE sku = ANY($1::text[]))", 1, p);
 }
 
 /* Every row of the batch (sorted by key) as an insert, by COPY. */
@@ -250,12 +252,14 @@ static int begin(const ApplyChunk *c, void **ret_state, char **ret_error)
         BatchPath *b = xcalloc(1, sizeof *b);
 
         b->c = c;
-        b->rules = (BatchRules){ .file_seq = c->file_id, .kind = c->kind, .key = c->key,
-                                 .set = { true, c->header->index[COL_NAME] >= 0,
-                                          c->header->index[COL_DESCRIPTION] >= 0 } };
+        b->rules = (BatchRules){ .file_seq = c->file_id,
+                .kind = c->kind,
+                .key = c->key,
+                .set = { true, c->header->index[COL_NAME] >= 0, c->header->index[COL_DESCRIPTION] >= 0 } };
         *ret_state = b;
-        return db_script(c->conn, ret_error, "SET LOCAL enable_seqscan = off; SET LOCAL enable_mergejoin = off; "
-                                             "SET LOCAL enable_hashjoin = off; SET LOCAL jit = off");
+        return db_script(c->conn, ret_error,
+                "SET LOCAL enable_seqscan = off; SET LOCAL enable_mergejoin = off; "
+                "SET LOCAL enable_hashjoin = off; SET LOCAL jit = off");
 }
 
 /* The first batch comes after the lane's previous chunk committed: the
@@ -313,6 +317,13 @@ static void free_state(void *state)
 }
 
 const ApplyPath apply_batches = {
-        .name = "batches", .piece_bytes = BATCH_BYTES, .ordered = true, .stage_first = false,
-        .begin = begin, .piece = piece, .rows_done = NULL, .finish = finish, .free = free_state,
+        .name = "batches",
+        .piece_bytes = BATCH_BYTES,
+        .ordered = true,
+        .stage_first = false,
+        .begin = begin,
+        .piece = piece,
+        .rows_done = NULL,
+        .finish = finish,
+        .free = free_state,
 };

@@ -36,9 +36,10 @@ static int begin(const ApplyChunk *c, void **ret_state, char **ret_error)
 
         (void)ret_error;
         d->c = c;
-        d->rules = (BatchRules){ .file_seq = c->file_id, .kind = c->kind, .key = c->key,
-                                 .set = { true, c->header->index[COL_NAME] >= 0,
-                                          c->header->index[COL_DESCRIPTION] >= 0 } };
+        d->rules = (BatchRules){ .file_seq = c->file_id,
+                .kind = c->kind,
+                .key = c->key,
+                .set = { true, c->header->index[COL_NAME] >= 0, c->header->index[COL_DESCRIPTION] >= 0 } };
         *ret_state = d;
         return 0;
 }
@@ -63,8 +64,11 @@ static int piece(void *state, Buf *rows, char **ret_error)
         d->sum.distinct += n.distinct;
         d->sum.pieces++;
         d->sum.new_pieces++;
-        return n.inserts ? apply_copy_rows(d->c->conn, "COPY public.products (sku, name, description, file_seq, "
-                                                       "line) FROM STDIN", &d->out, ret_error) : 0;
+        return n.inserts ? apply_copy_rows(d->c->conn,
+                                   "COPY public.products (sku, name, description, file_seq, "
+                                   "line) FROM STDIN",
+                                   &d->out, ret_error)
+                         : 0;
 }
 
 static int store_uncertain(DeferredPath *d, char **ret_error)
@@ -74,17 +78,19 @@ static int store_uncertain(DeferredPath *d, char **ret_error)
 
         if (n == 0)
                 return 0;
-        d->sum.rows += n;        /* loaded, unless the key's build finds a newer row */
+        d->sum.rows += n; /* loaded, unless the key's build finds a newer row */
         d->sum.distinct += n;
         int r = db_exec(c->conn, ret_error,
-                        "CREATE TEMP TABLE uncertain ON COMMIT DROP AS SELECT sku, name, description, line, "
-                        "line AS byte_offset FROM ingest.deferred_rows WITH NO DATA", 0, NULL);
+                "CREATE TEMP TABLE uncertain ON COMMIT DROP AS SELECT sku, name, description, line, "
+                "line AS byte_offset FROM ingest.deferred_rows WITH NO DATA",
+                0, NULL);
         if (r == 0)
                 r = apply_copy_rows(c->conn, "COPY pg_temp.uncertain FROM STDIN", c->uncertain, ret_error);
         if (r == 0)
                 r = db_exec(c->conn, ret_error,
-                            "INSERT INTO ingest.deferred_rows (file_id, chunk_no, sku, name, description, file_seq, line) "
-                            "SELECT $1, $2, sku, name, description, $1, line FROM pg_temp.uncertain", 2, c->ids);
+                        "INSERT INTO ingest.deferred_rows (file_id, chunk_no, sku, name, description, file_seq, line) "
+                        "SELECT $1, $2, sku, name, description, $1, line FROM pg_temp.uncertain",
+                        2, c->ids);
         return r;
 }
 
@@ -113,6 +119,13 @@ static void free_state(void *state)
 }
 
 const ApplyPath apply_deferred = {
-        .name = "deferred", .piece_bytes = BATCH_BYTES, .ordered = false, .stage_first = false,
-        .begin = begin, .piece = piece, .rows_done = NULL, .finish = finish, .free = free_state,
+        .name = "deferred",
+        .piece_bytes = BATCH_BYTES,
+        .ordered = false,
+        .stage_first = false,
+        .begin = begin,
+        .piece = piece,
+        .rows_done = NULL,
+        .finish = finish,
+        .free = free_state,
 };

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define COPY_FLUSH (256u << 10)     /* COPY data goes out in pieces of this size */
+#define COPY_FLUSH (256u << 10) /* COPY data goes out in pieces of this size */
 
 typedef struct SortedPath {
         const ApplyChunk *c;
@@ -38,8 +38,9 @@ static int begin(const ApplyChunk *c, void **ret_state, char **ret_error)
         /* the key columns take the collation of products' */
         if (r == 0)
                 r = db_exec(c->conn, ret_error,
-                            "CREATE TEMP TABLE stage ON COMMIT DROP AS SELECT sku, name, description, "
-                            "0::bigint AS line, 0::bigint AS byte_offset FROM public.products WITH NO DATA", 0, NULL);
+                        "CREATE TEMP TABLE stage ON COMMIT DROP AS SELECT sku, name, description, "
+                        "0::bigint AS line, 0::bigint AS byte_offset FROM public.products WITH NO DATA",
+                        0, NULL);
         if (r == 0)
                 r = db_copy_begin(c->conn, ret_error, "COPY pg_temp.stage FROM STDIN");
         return r;
@@ -88,25 +89,24 @@ static int rows_done(void *state, char **ret_error)
         "WITH s AS (SELECT DISTINCT ON (" KEY ") sku, name, description, line FROM pg_temp.stage " \
         "           ORDER BY " KEY ", line DESC), " \
         " k AS (SELECT s.*, p.sku IS NOT NULL AS present, p.name AS old_name, " \
-        "              NOT " SQL_OLDER("p", "$1::bigint", "s.line") " AS outranked, " \
-        "              p.file_seq = $1::bigint AND p.line < s.line AS superseding, " \
-        "              " CHANGED " AS changed " \
-        "       FROM s LEFT JOIN public.products p ON " JOIN "), " \
-        " u AS (UPDATE public.products p SET " SET "file_seq = $1::bigint, line = s.line " \
-        "       FROM k s WHERE " JOIN " AND s.present AND NOT s.outranked AND s.changed " \
-        "       RETURNING s.old_name, p.name AS new_name), " \
-        " i AS (INSERT INTO public.products (sku, name, description, file_seq, line) " \
-        "       SELECT sku, name, description, $1::bigint, line FROM k WHERE NOT present RETURNING name), " \
-        AGG_DELTA \
-        "SELECT count(*), count(*) FILTER (WHERE outranked), count(*) FILTER (WHERE superseding) FROM k"
+        "              NOT " SQL_OLDER("p", "$1::bigint", \
+                "s.line") " AS outranked, " \
+                          "              p.file_seq = $1::bigint AND p.line < s.line AS superseding, " \
+                          "              " CHANGED " AS changed " \
+                          "       FROM s LEFT JOIN public.products p ON " JOIN "), " \
+                          " u AS (UPDATE public.products p SET " SET "file_seq = $1::bigint, line = s.line " \
+                          "       FROM k s WHERE " JOIN " AND s.present AND NOT s.outranked AND s.changed " \
+                          "       RETURNING s.old_name, p.name AS new_name), " \
+                          " i AS (INSERT INTO public.products (sku, name, description, file_seq, line) " \
+                          "       SELECT sku, name, description, $1::bigint, line FROM k WHERE NOT present RETURNING name), " AGG_DELTA \
+                          "SELECT count(*), count(*) FILTER (WHERE outranked), count(*) FILTER (WHERE superseding) FROM k"
 
-static const char *const apply_ingest_sku =
-        APPLY_INGEST("sku", "p.sku = s.sku", "name = s.name, description = s.description, ",
-                     "(p.name, p.description) IS DISTINCT FROM (s.name, s.description)");
+static const char *const apply_ingest_sku = APPLY_INGEST("sku", "p.sku = s.sku",
+        "name = s.name, description = s.description, ",
+        "(p.name, p.description) IS DISTINCT FROM (s.name, s.description)");
 
-static const char *const apply_ingest_sku_name =
-        APPLY_INGEST("sku, name", "p.sku = s.sku AND p.name = s.name", "description = s.description, ",
-                     "p.description IS DISTINCT FROM s.description");
+static const char *const apply_ingest_sku_name = APPLY_INGEST("sku, name", "p.sku = s.sku AND p.name = s.name",
+        "description = s.description, ", "p.description IS DISTINCT FROM s.description");
 
 static void apply_result(SortedPath *sp, PGresult *res, uint64_t rows)
 {
@@ -125,8 +125,7 @@ static void apply_result(SortedPath *sp, PGresult *res, uint64_t rows)
         "WITH i AS (INSERT INTO public.products (sku, name, description, file_seq, line) " \
         "           SELECT DISTINCT ON (" KEY ") sku, name, description, $1::bigint, line FROM pg_temp.stage " \
         "           ORDER BY " KEY ", line DESC RETURNING name), " \
-        " u AS (SELECT NULL::text AS old_name, NULL::text AS new_name WHERE false), " \
-        AGG_DELTA \
+        " u AS (SELECT NULL::text AS old_name, NULL::text AS new_name WHERE false), " AGG_DELTA \
         "SELECT count(*), 0, 0 FROM i"
 
 static const char *const insert_new_sku = INSERT_NEW("sku");
@@ -137,15 +136,16 @@ static int insert_new_rows(SortedPath *sp, char **ret_error)
 {
         const ApplyChunk *c = sp->c;
         int r = db_query_bool(c->conn, ret_error,
-                              "SELECT EXISTS (SELECT 1 FROM public.products WHERE sku IN "
-                              "(SELECT sku FROM pg_temp.stage LIMIT " SAMPLE_KEYS_SQL "))", 0, NULL);
+                "SELECT EXISTS (SELECT 1 FROM public.products WHERE sku IN "
+                "(SELECT sku FROM pg_temp.stage LIMIT " SAMPLE_KEYS_SQL "))",
+                0, NULL);
 
         if (r != 0)
                 return r < 0 ? r : -EEXIST;
         if ((r = apply_new_rows_begin(c->conn, ret_error)) < 0)
                 return r;
-        PGresult *res = db_query(c->conn, ret_error, c->key == KEY_SKU_NAME ? insert_new_sku_name : insert_new_sku,
-                                 1, c->ids);
+        PGresult *res = db_query(
+                c->conn, ret_error, c->key == KEY_SKU_NAME ? insert_new_sku_name : insert_new_sku, 1, c->ids);
         r = apply_new_rows_end(c->conn, res ? 0 : -EIO, ret_error);
         if (r == 0)
                 apply_result(sp, res, c->counts->rows);
@@ -164,23 +164,22 @@ static char *apply_update_sql(const ApplyChunk *c, const Header *h)
         char set[96], old[64], new[64];
 
         snprintf(set, sizeof set, "%s%s", set_name ? "name = s.name, " : "",
-                 set_desc ? "description = s.description, " : "");
+                set_desc ? "description = s.description, " : "");
         snprintf(old, sizeof old, "%s%s", set_name ? "p.name, " : "", set_desc ? "p.description, " : "");
         snprintf(new, sizeof new, "%s%s", set_name ? "s.name, " : "", set_desc ? "s.description, " : "");
-        return xasprintf(
-                "WITH s AS (SELECT DISTINCT ON (%s) sku, name, description, line FROM pg_temp.stage "
-                "           ORDER BY %s, line DESC), "
-                " k AS (SELECT s.*, p.name AS old_name, NOT " SQL_OLDER("p", "$1::bigint", "s.line") " AS outranked, "
-                "       p.file_seq = $1::bigint AND p.line < s.line AS superseding "
-                "       FROM s JOIN public.products p ON %s), "
-                " u AS (UPDATE public.products p SET %sfile_seq = $1::bigint, line = s.line "
-                "       FROM k s WHERE %s AND NOT s.outranked "
-                "         AND (%sNULL::text) IS DISTINCT FROM (%sNULL::text) "
-                "       RETURNING s.old_name, p.name AS new_name), "
-                " i AS (SELECT NULL::text AS name WHERE false), "
-                AGG_DELTA
-                "SELECT (SELECT count(*) FROM k), (SELECT count(*) FROM k WHERE outranked), "
-                "       (SELECT count(*) FROM k WHERE superseding)",
+        return xasprintf("WITH s AS (SELECT DISTINCT ON (%s) sku, name, description, line FROM pg_temp.stage "
+                         "           ORDER BY %s, line DESC), "
+                         " k AS (SELECT s.*, p.name AS old_name, NOT " SQL_OLDER("p", "$1::bigint",
+                                 "s.line") " AS outranked, "
+                                           "       p.file_seq = $1::bigint AND p.line < s.line AS superseding "
+                                           "       FROM s JOIN public.products p ON %s), "
+                                           " u AS (UPDATE public.products p SET %sfile_seq = $1::bigint, line = s.line "
+                                           "       FROM k s WHERE %s AND NOT s.outranked "
+                                           "         AND (%sNULL::text) IS DISTINCT FROM (%sNULL::text) "
+                                           "       RETURNING s.old_name, p.name AS new_name), "
+                                           " i AS (SELECT NULL::text AS name WHERE false), " AGG_DELTA
+                                           "SELECT (SELECT count(*) FROM k), (SELECT count(*) FROM k WHERE outranked), "
+                                           "       (SELECT count(*) FROM k WHERE superseding)",
                 key, key, match, set, match, old, new);
 }
 
@@ -188,12 +187,12 @@ static int reject_unknown_staged(const ApplyChunk *c, uint64_t *ret_unknown, cha
 {
         const char *p[3] = { c->ids[0], c->ids[1], apply_unknown_reason(c->key) };
         const char *sql = c->key == KEY_SKU_NAME
-                ? "INSERT INTO ingest.rejects (file_id, chunk_no, line, byte_offset, reason) "
-                  "SELECT $1, $2, line, byte_offset, $3 FROM pg_temp.stage s WHERE NOT EXISTS "
-                  "(SELECT 1 FROM public.products p WHERE p.sku = s.sku AND p.name = s.name)"
-                : "INSERT INTO ingest.rejects (file_id, chunk_no, line, byte_offset, reason) "
-                  "SELECT $1, $2, line, byte_offset, $3 FROM pg_temp.stage s WHERE NOT EXISTS "
-                  "(SELECT 1 FROM public.products p WHERE p.sku = s.sku)";
+                                  ? "INSERT INTO ingest.rejects (file_id, chunk_no, line, byte_offset, reason) "
+                                    "SELECT $1, $2, line, byte_offset, $3 FROM pg_temp.stage s WHERE NOT EXISTS "
+                                    "(SELECT 1 FROM public.products p WHERE p.sku = s.sku AND p.name = s.name)"
+                                  : "INSERT INTO ingest.rejects (file_id, chunk_no, line, byte_offset, reason) "
+                                    "SELECT $1, $2, line, byte_offset, $3 FROM pg_temp.stage s WHERE NOT EXISTS "
+                                    "(SELECT 1 FROM public.products p WHERE p.sku = s.sku)";
         PGresult *res = db_query(c->conn, ret_error, sql, 3, p);
 
         if (!res)
@@ -240,6 +239,13 @@ static void free_state(void *state) { free(state); }
 /* The chunk is staged (its parse overlaps the previous chunk's apply), then
  * the lane's previous chunk is waited for, then one statement applies it. */
 const ApplyPath apply_sorted = {
-        .name = "sorted", .piece_bytes = COPY_FLUSH, .ordered = true, .stage_first = true,
-        .begin = begin, .piece = piece, .rows_done = rows_done, .finish = finish, .free = free_state,
+        .name = "sorted",
+        .piece_bytes = COPY_FLUSH,
+        .ordered = true,
+        .stage_first = true,
+        .begin = begin,
+        .piece = piece,
+        .rows_done = rows_done,
+        .finish = finish,
+        .free = free_state,
 };

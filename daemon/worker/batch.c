@@ -124,7 +124,7 @@ void batch_dedup(Batch *b, KeyMode key)
 
 void batch_probe_keys(const Batch *b, size_t max_keys, Buf *out)
 {
-        const Field *last = NULL;   /* rows are sorted: equal skus are neighbours */
+        const Field *last = NULL; /* rows are sorted: equal skus are neighbours */
         size_t step = max_keys && b->n > max_keys ? (b->n + max_keys - 1) / max_keys : 1;
 
         out->len = 0;
@@ -144,7 +144,7 @@ void batch_probe_keys(const Batch *b, size_t max_keys, Buf *out)
                 }
                 out->data[out->len++] = '"';
         }
-        buf_append(out, last ? "}" : "{}", last ? 2 : 3);   /* with the NUL */
+        buf_append(out, last ? "}" : "{}", last ? 2 : 3); /* with the NUL */
 }
 
 /* FNV-1a of the text a field stands for; escaped says how to read it. */
@@ -167,7 +167,7 @@ static bool field_equal(const Field *esc, const Field *plain)
 }
 
 typedef struct Index {
-        long *slot;             /* existing row + 1, 0 = empty */
+        long *slot; /* existing row + 1, 0 = empty */
         size_t mask;
 } Index;
 
@@ -192,7 +192,7 @@ static long find_existing(const Index *ix, const Existing *ex, const BatchRow *r
         for (size_t s = field_hash(&r->col[COL_SKU], true) & ix->mask; ix->slot[s]; s = (s + 1) & ix->mask) {
                 const Existing *e = &ex[ix->slot[s] - 1];
                 if (field_equal(&r->col[COL_SKU], &e->col[COL_SKU]) &&
-                    (key == KEY_SKU || field_equal(&r->col[COL_NAME], &e->col[COL_NAME])))
+                        (key == KEY_SKU || field_equal(&r->col[COL_NAME], &e->col[COL_NAME])))
                         return ix->slot[s] - 1;
         }
         return -1;
@@ -260,7 +260,7 @@ static void put_field(Buf *out, const Field *f, char sep)
 
 static void put_int(Buf *out, int64_t v, char sep)
 {
-        buf_append_u64(out, (uint64_t)v);   /* ids and lines are never negative */
+        buf_append_u64(out, (uint64_t)v); /* ids and lines are never negative */
         buf_append(out, &sep, 1);
 }
 

@@ -21,20 +21,20 @@ typedef struct Field {
 } Field;
 
 typedef enum RowFate {
-        FATE_DUPLICATE,         /* a later row of the batch has the same key */
+        FATE_DUPLICATE, /* a later row of the batch has the same key */
         FATE_INSERT,
         FATE_UPDATE,
         FATE_UNCHANGED,
-        FATE_OUTRANKED,         /* products holds a newer version */
-        FATE_UNKNOWN,           /* update file, key not in products: a reject */
+        FATE_OUTRANKED, /* products holds a newer version */
+        FATE_UNKNOWN,   /* update file, key not in products: a reject */
 } RowFate;
 
 typedef struct BatchRow {
         Field col[N_COLUMNS];
         uint64_t line, offset;
-        long existing;          /* index of the matching existing row, -1 */
+        long existing; /* index of the matching existing row, -1 */
         RowFate fate;
-        bool superseding;       /* replaces a row an earlier batch or chunk of this file wrote */
+        bool superseding; /* replaces a row an earlier batch or chunk of this file wrote */
 } BatchRow;
 
 /* A row of products, as the probe returned it. */
@@ -49,14 +49,14 @@ typedef struct Batch {
 } Batch;
 
 typedef struct BatchRules {
-        int64_t file_seq;       /* the file's id: versions rows with the line */
+        int64_t file_seq; /* the file's id: versions rows with the line */
         FileKind kind;
         KeyMode key;
-        bool set[N_COLUMNS];    /* columns an update writes (the header's) */
+        bool set[N_COLUMNS]; /* columns an update writes (the header's) */
 } BatchRules;
 
 typedef struct BatchCounts {
-        uint64_t rows;          /* rows of the batch, unknown ones excepted */
+        uint64_t rows; /* rows of the batch, unknown ones excepted */
         uint64_t distinct, outranked, superseding, unknown;
         uint64_t inserts, updates;
 } BatchCounts;

@@ -16,7 +16,8 @@ static char *droppable_key(PGconn *c, char **ret_error, int *ret)
 {
         PGresult *res = db_query(c, ret_error,
                 "SELECT conname FROM pg_constraint WHERE conrelid = 'public.products'::regclass "
-                "AND contype = 'p' AND NOT EXISTS (SELECT 1 FROM public.products)", 0, NULL);
+                "AND contype = 'p' AND NOT EXISTS (SELECT 1 FROM public.products)",
+                0, NULL);
         char *name = res && PQntuples(res) == 1 ? xstrdup(PQgetvalue(res, 0, 0)) : NULL;
 
         *ret = res ? 0 : -EIO;
@@ -32,8 +33,10 @@ static int drop_key(PGconn *c, const char *ids, const char *name, char **ret_err
         int r = sql ? db_exec(c, ret_error, sql, 0, NULL) : -ENOMEM;
 
         if (r == 0)
-                r = db_exec(c, ret_error, "UPDATE ingest.files SET key_decided = true, deferred_key = $2 "
-                                          "WHERE id = $1", 2, p);
+                r = db_exec(c, ret_error,
+                        "UPDATE ingest.files SET key_decided = true, deferred_key = $2 "
+                        "WHERE id = $1",
+                        2, p);
         PQfreemem(q);
         free(sql);
         return r;
@@ -70,8 +73,10 @@ int deferkey_decide(PGconn *c, int64_t file_id, bool allowed, char **ret_error)
         snprintf(keys, sizeof keys, "%" PRIu64, chunk_keys);
         if (db_exec(c, ret_error, "BEGIN", 0, NULL) < 0)
                 return -EIO;
-        r = db_query_bool(c, ret_error, "SELECT kind = 'ingest' AND data_rows <= $2::bigint * greatest(chunks, 1) "
-                                        "FROM ingest.files WHERE id = $1 AND NOT key_decided FOR UPDATE", 2, p);
+        r = db_query_bool(c, ret_error,
+                "SELECT kind = 'ingest' AND data_rows <= $2::bigint * greatest(chunks, 1) "
+                "FROM ingest.files WHERE id = $1 AND NOT key_decided FOR UPDATE",
+                2, p);
         if (r > 0 && allowed) {
                 if (!lock_products(c)) {
                         PQclear(PQexec(c, "ROLLBACK"));
@@ -134,7 +139,7 @@ static int add_key(PGconn *c, const char *name, KeyMode key, char **ret_error)
                 return -ENOMEM;
         char *sql = xasprintf("CREATE UNIQUE INDEX %s ON public.products (%s); "
                               "ALTER TABLE public.products ADD CONSTRAINT %s PRIMARY KEY USING INDEX %s",
-                              q, key == KEY_SKU_NAME ? "sku, name" : "sku", q, q);
+                q, key == KEY_SKU_NAME ? "sku, name" : "sku", q, q);
         int r = db_script(c, ret_error, sql);
 
         PQfreemem(q);
@@ -148,8 +153,10 @@ int deferkey_build(PGconn *c, int64_t file_id, KeyMode key, char **ret_error)
         const char *p[1] = { ids };
 
         snprintf(ids, sizeof ids, "%" PRId64, file_id);
-        PGresult *res = db_query(c, ret_error, "SELECT deferred_key FROM ingest.files "
-                                               "WHERE id = $1 AND deferred_key IS NOT NULL FOR UPDATE", 1, p);
+        PGresult *res = db_query(c, ret_error,
+                "SELECT deferred_key FROM ingest.files "
+                "WHERE id = $1 AND deferred_key IS NOT NULL FOR UPDATE",
+                1, p);
         if (!res)
                 return -EIO;
         char *name = PQntuples(res) == 1 ? xstrdup(PQgetvalue(res, 0, 0)) : NULL;
@@ -167,6 +174,6 @@ int deferkey_build(PGconn *c, int64_t file_id, KeyMode key, char **ret_error)
 
 int deferkey_pending(PGconn *c, char **ret_error)
 {
-        return db_query_bool(c, ret_error,
-                             "SELECT EXISTS (SELECT 1 FROM ingest.files WHERE deferred_key IS NOT NULL)", 0, NULL);
+        return db_query_bool(
+                c, ret_error, "SELECT EXISTS (SELECT 1 FROM ingest.files WHERE deferred_key IS NOT NULL)", 0, NULL);
 }

@@ -23,10 +23,22 @@ void copy_text_put(Buf *b, const char *p, size_t n, bool quoted)
         for (size_t i = 0; i < n; i++) {
                 char c = p[i];
                 switch (c) {
-                case '\\': *o++ = '\\'; *o++ = '\\'; break;
-                case '\n': *o++ = '\\'; *o++ = 'n'; break;
-                case '\r': *o++ = '\\'; *o++ = 'r'; break;
-                case '\t': *o++ = '\\'; *o++ = 't'; break;
+                case '\\':
+                        *o++ = '\\';
+                        *o++ = '\\';
+                        break;
+                case '\n':
+                        *o++ = '\\';
+                        *o++ = 'n';
+                        break;
+                case '\r':
+                        *o++ = '\\';
+                        *o++ = 'r';
+                        break;
+                case '\t':
+                        *o++ = '\\';
+                        *o++ = 't';
+                        break;
                 case '"':
                         *o++ = c;
                         if (quoted && i + 1 < n && p[i + 1] == '"')
@@ -67,8 +79,8 @@ static void put_number(Buf *b, uint64_t v, char sep)
         put_char(b, sep);
 }
 
-void loader_add_reject(Buf *rejects, int64_t file_id, int chunk_no, uint64_t line,
-                       uint64_t offset, const char *reason, const char *raw, size_t raw_len)
+void loader_add_reject(Buf *rejects, int64_t file_id, int chunk_no, uint64_t line, uint64_t offset, const char *reason,
+        const char *raw, size_t raw_len)
 {
         static const char hex[] = "0123456789abcdef";
 
@@ -118,7 +130,7 @@ static const char *record_problem(const CsvRecord *rec, const Header *h, char *t
 
 unsigned loader_lane(const char *p, size_t n, bool quoted, unsigned lanes)
 {
-        uint32_t h = 2166136261u;   /* FNV-1a */
+        uint32_t h = 2166136261u; /* FNV-1a */
 
         if (lanes <= 1)
                 return 0;
@@ -155,8 +167,7 @@ typedef struct Pass {
 
 static void pass_init(Pass *p, const LoaderInput *in, uint64_t from, uint64_t to, uint64_t first_line)
 {
-        *p = (Pass){ .in = in, .r = xmalloc(sizeof *p->r),
-                     .dropped = from & ~(uint64_t)(sysconf(_SC_PAGESIZE) - 1) };
+        *p = (Pass){ .in = in, .r = xmalloc(sizeof *p->r), .dropped = from & ~(uint64_t)(sysconf(_SC_PAGESIZE) - 1) };
         csv_reader_init(p->r, in->map + from, to - from, from, first_line, in->max_field);
 }
 
@@ -188,7 +199,7 @@ static uint64_t key_hash(const CsvRecord *rec, const LoaderInput *in)
 {
         uint64_t h = csv_field_hash(&rec->fields[in->header->index[COL_SKU]], UINT64_C(14695981039346656037));
 
-        if (in->key == KEY_SKU_NAME) {   /* 0xff never occurs in UTF-8: it separates the fields */
+        if (in->key == KEY_SKU_NAME) { /* 0xff never occurs in UTF-8: it separates the fields */
                 h = (h ^ 0xff) * UINT64_C(1099511628211);
                 h = csv_field_hash(&rec->fields[in->header->index[COL_NAME]], h);
         }
@@ -268,8 +279,8 @@ static Later later_row(const LoaderInput *in, const CsvRecord *rec, CsvReader *r
         return same ? LATER_SUPERSEDES : LATER_UNKNOWN;
 }
 
-int loader_run(const LoaderInput *in, Buf *rows, Buf *rejects, size_t flush_at,
-               LoaderFlush flush, void *ud, LoadCounts *ret)
+int loader_run(
+        const LoaderInput *in, Buf *rows, Buf *rejects, size_t flush_at, LoaderFlush flush, void *ud, LoadCounts *ret)
 {
         LoadCounts counts = { 0 };
         CsvReader *other = in->later ? xmalloc(sizeof *other) : NULL;
@@ -283,7 +294,7 @@ int loader_run(const LoaderInput *in, Buf *rows, Buf *rejects, size_t flush_at,
         while (err == 0 && pass_next(&p, &rec, &why)) {
                 if (why) {
                         loader_add_reject(rejects, in->file_id, in->chunk_no, rec.line, rec.offset, why,
-                                          in->map + rec.offset, rec.len);
+                                in->map + rec.offset, rec.len);
                         counts.rejected++;
                         continue;
                 }

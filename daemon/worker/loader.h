@@ -21,14 +21,14 @@ typedef struct LoadCounts {
 typedef int (*LoaderFlush)(Buf *rows, void *ud);
 
 typedef struct LoaderInput {
-        const char *map;        /* the file image */
-        uint64_t start, end;    /* chunk byte range */
+        const char *map;     /* the file image */
+        uint64_t start, end; /* chunk byte range */
         uint64_t first_line;
         const Header *header;
         uint64_t max_field;
         int64_t file_id;
         int chunk_no;
-        unsigned lane, lanes;   /* this chunk takes the rows whose key hashes to lane */
+        unsigned lane, lanes; /* this chunk takes the rows whose key hashes to lane */
         KeyMode key;
         const Lookahead *later; /* where keys occur last (loader_note_keys), or NULL */
         uint64_t file_end;      /* the end of the file's data, for checking a later row */
@@ -44,8 +44,8 @@ typedef struct LoaderInput {
  * goes there instead of to rows (it is counted in rows).
  * Staging rows are "sku\tname\tdescription\tline\toffset\n" (absent columns as \N);
  * reject rows are "file_id\tchunk\tline\toffset\treason\traw-as-bytea\n". */
-int loader_run(const LoaderInput *in, Buf *rows, Buf *rejects, size_t flush_at,
-               LoaderFlush flush, void *ud, LoadCounts *ret);
+int loader_run(
+        const LoaderInput *in, Buf *rows, Buf *rejects, size_t flush_at, LoaderFlush flush, void *ud, LoadCounts *ret);
 
 /* Fills la for the chunk: the keys of its lane's valid rows in [start, end)
  * and, for those keys, the offsets where they occur again in [end, file_end). */
@@ -56,8 +56,8 @@ void loader_note_keys(const LoaderInput *in, Lookahead *la);
 unsigned loader_lane(const char *p, size_t n, bool quoted, unsigned lanes);
 
 /* Appends one reject row (raw may be NULL). */
-void loader_add_reject(Buf *rejects, int64_t file_id, int chunk_no, uint64_t line,
-                       uint64_t offset, const char *reason, const char *raw, size_t raw_len);
+void loader_add_reject(Buf *rejects, int64_t file_id, int chunk_no, uint64_t line, uint64_t offset, const char *reason,
+        const char *raw, size_t raw_len);
 
 /* COPY text escaping of p[0, n) (also undoes CSV's doubled quotes when quoted). */
 void copy_text_put(Buf *b, const char *p, size_t n, bool quoted);

@@ -15,8 +15,7 @@ void lookahead_init(Lookahead *la, size_t keys, size_t max_bytes)
 
         while (slots < keys + keys / 3 && slots * 2 * sizeof(uint64_t) <= max_bytes)
                 slots *= 2;
-        *la = (Lookahead){ .slot = xcalloc(slots, sizeof(uint64_t)), .mask = slots - 1,
-                           .max_used = slots / 4 * 3 };
+        *la = (Lookahead){ .slot = xcalloc(slots, sizeof(uint64_t)), .mask = slots - 1, .max_used = slots / 4 * 3 };
 }
 
 size_t lookahead_capacity(size_t max_bytes)
@@ -65,7 +64,4 @@ void lookahead_note(Lookahead *la, uint64_t hash, uint64_t offset, bool add)
         *s = offset << TAG_BITS | hash >> (64 - TAG_BITS);
 }
 
-uint64_t lookahead_last(const Lookahead *la, uint64_t hash)
-{
-        return *find(la, hash) >> TAG_BITS;
-}
+uint64_t lookahead_last(const Lookahead *la, uint64_t hash) { return *find(la, hash) >> TAG_BITS; }

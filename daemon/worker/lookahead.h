@@ -16,9 +16,9 @@
 #define LOOKAHEAD_MAX_OFFSET ((UINT64_C(1) << 40) - 1)
 
 typedef struct Lookahead {
-        uint64_t *slot;         /* offset << 24 | 24 bits of the hash; 0 = empty */
+        uint64_t *slot; /* offset << 24 | 24 bits of the hash; 0 = empty */
         size_t mask, used, max_used;
-        bool incomplete;        /* some key found no room: not every later row is known */
+        bool incomplete; /* some key found no room: not every later row is known */
 } Lookahead;
 
 /* The memory of a worker's table: ~1.5M keys, a 10M-row file's chunk at the

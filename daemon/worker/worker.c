@@ -32,7 +32,11 @@
 #include <unistd.h>
 
 static volatile sig_atomic_t stop_requested;
-static void on_term(int sig) { (void)sig; stop_requested = 1; }
+static void on_term(int sig)
+{
+        (void)sig;
+        stop_requested = 1;
+}
 
 typedef struct Chunk {
         const Config *cfg;
@@ -40,24 +44,24 @@ typedef struct Chunk {
         int64_t file_id;
         int chunk_no;
         const char *path;
-        char ids[2][32];           /* file_id, chunk_no as text parameters */
+        char ids[2][32]; /* file_id, chunk_no as text parameters */
         FileKind kind;
         int lane, lanes;
-        uint64_t rows_estimate;    /* the chunk's rows, from the file's rows and the range's share of its bytes */
-        bool deferred;             /* the file defers products' key (deferkey.h) */
-        const char *map;           /* the file's image (see open_file), and its size */
+        uint64_t rows_estimate; /* the chunk's rows, from the file's rows and the range's share of its bytes */
+        bool deferred;          /* the file defers products' key (deferkey.h) */
+        const char *map;        /* the file's image (see open_file), and its size */
         size_t map_size;
         Header header;
         ByteRange range;
-        Lookahead later;           /* where the chunk's keys occur last in the file (ingest files) */
+        Lookahead later; /* where the chunk's keys occur last in the file (ingest files) */
         Buf rows, rejects, uncertain;
         LoadCounts counts;
-        const ApplyPath *way;      /* the apply path taken */
-        void *state;               /* the path's */
+        const ApplyPath *way; /* the apply path taken */
+        void *state;          /* the path's */
         ApplyResult result;
         bool waited, key_built;
         uint64_t loaded, superseded, rejected;
-        double t_lookahead, t_wait, t_apply, t_stage, t_commit;   /* seconds per phase, for the log */
+        double t_lookahead, t_wait, t_apply, t_stage, t_commit; /* seconds per phase, for the log */
         char *error;
 } Chunk;
 
@@ -77,7 +81,8 @@ static int lock_chunk(Chunk *ch)
                 "       CASE WHEN f.size > 0 THEN f.data_rows * (c.end_offset - c.start_offset) / f.size / f.lanes "
                 "            ELSE f.data_rows END, f.deferred_key IS NOT NULL "
                 "FROM ingest.chunks c JOIN ingest.files f ON f.id = c.file_id "
-                "WHERE c.file_id = $1 AND c.no = $2 FOR UPDATE OF c FOR KEY SHARE OF f", 2, p);
+                "WHERE c.file_id = $1 AND c.no = $2 FOR UPDATE OF c FOR KEY SHARE OF f",
+                2, p);
         int r;
 
         if (!res)
@@ -135,10 +140,9 @@ static int open_file(Chunk *ch)
 static LoaderInput loader_input(Chunk *ch)
 {
         return (LoaderInput){ ch->map, ch->range.start, ch->range.end, ch->range.first_line, &ch->header,
-                              ch->cfg->max_field, ch->file_id, ch->chunk_no, (unsigned)ch->lane,
-                              (unsigned)ch->lanes, ch->cfg->key, ch->later.slot ? &ch->later : NULL, ch->map_size,
-                              .uncertain = ch->deferred ? &ch->uncertain : NULL,
-                              .uncertain_max = DEFERRED_UNCERTAIN_MAX };
+                ch->cfg->max_field, ch->file_id, ch->chunk_no, (unsigned)ch->lane, (unsigned)ch->lanes, ch->cfg->key,
+                ch->later.slot ? &ch->later : NULL, ch->map_size, .uncertain = ch->deferred ? &ch->uncertain : NULL,
+                .uncertain_max = DEFERRED_UNCERTAIN_MAX };
 }
 
 /* An ingest file's row that a later row of the same key supersedes is not
@@ -178,7 +182,8 @@ static int wait_predecessor(Chunk *ch)
                         return -EIO;
                 PGresult *res = db_query(ch->conn, &ch->error,
                         "SELECT c.state, f.state FROM ingest.chunks c JOIN ingest.files f ON f.id = c.file_id "
-                        "WHERE c.file_id = $1 AND c.no = $2 FOR SHARE OF c", 2, p);
+                        "WHERE c.file_id = $1 AND c.no = $2 FOR SHARE OF c",
+                        2, p);
                 if (!res || db_exec(ch->conn, &ch->error, "ROLLBACK TO SAVEPOINT predecessor", 0, NULL) < 0) {
                         PQclear(res);
                         return -EIO;
@@ -220,7 +225,8 @@ static int choose_keyed_path(Chunk *ch)
         int r = db_query_bool(ch->conn, &ch->error,
                 "SELECT pg_relation_size(indexrelid) > CASE WHEN $1::bigint > 0 THEN $1::bigint "
                 "  ELSE pg_size_bytes(current_setting('shared_buffers')) / 4 END "
-                "FROM pg_index WHERE indrelid = 'public.products'::regclass AND indisprimary", 1, p);
+                "FROM pg_index WHERE indrelid = 'public.products'::regclass AND indisprimary",
+                1, p);
 
         ch->way = r == 1 ? &apply_sorted : &apply_batches;
         return r < 0 ? r : 0;
@@ -229,11 +235,11 @@ static int choose_keyed_path(Chunk *ch)
 /* The path over the chunk's rows, in the order of apply.h. */
 static int run_path(Chunk *ch)
 {
-        note_later(ch);         /* first: whether the keys are all known */
+        note_later(ch); /* first: whether the keys are all known */
         const char *ids[2] = { ch->ids[0], ch->ids[1] };
-        ApplyChunk ac = { ch->conn, ch->file_id, ch->chunk_no, { ids[0], ids[1] }, ch->kind, ch->cfg->key,
-                          &ch->header, ch->kind == KIND_INGEST && ch->later.slot && !ch->later.incomplete,
-                          &ch->rejects, &ch->uncertain, &ch->counts };
+        ApplyChunk ac = { ch->conn, ch->file_id, ch->chunk_no, { ids[0], ids[1] }, ch->kind, ch->cfg->key, &ch->header,
+                ch->kind == KIND_INGEST && ch->later.slot && !ch->later.incomplete, &ch->rejects, &ch->uncertain,
+                &ch->counts };
         LoaderInput in;
         int r;
 
@@ -243,7 +249,7 @@ static int run_path(Chunk *ch)
                 r = loader_run(&in, &ch->rows, &ch->rejects, ch->way->piece_bytes, on_piece, ch, &ch->counts);
         if (r == 0 && ch->way->rows_done)
                 r = ch->way->rows_done(ch->state, &ch->error);
-        if (r == 0 && ch->way->ordered && !ch->waited)   /* staged, or no rows in our lane: still in order */
+        if (r == 0 && ch->way->ordered && !ch->waited) /* staged, or no rows in our lane: still in order */
                 r = wait_predecessor(ch);
         double t = now_monotonic();
         if (r == 0)
@@ -309,8 +315,10 @@ static int store_rejects(Chunk *ch)
 {
         if (ch->rejects.len == 0)
                 return 0;
-        return apply_copy_rows(ch->conn, "COPY ingest.rejects (file_id, chunk_no, line, byte_offset, reason, raw) "
-                                         "FROM STDIN", &ch->rejects, &ch->error);
+        return apply_copy_rows(ch->conn,
+                "COPY ingest.rejects (file_id, chunk_no, line, byte_offset, reason, raw) "
+                "FROM STDIN",
+                &ch->rejects, &ch->error);
 }
 
 static int mark_done(Chunk *ch)
@@ -322,8 +330,7 @@ static int mark_done(Chunk *ch)
         ch->superseded = a->rows - a->distinct + a->outranked + a->superseding + ch->counts.superseded;
         ch->rejected = ch->counts.rejected + a->unknown;
         ChunkRows rows = { ch->loaded, ch->rejected, ch->superseded };
-        return chunk_done(ch->conn, ch->file_id, ch->chunk_no, &rows, apply_path(ch, path, sizeof path),
-                          &ch->error);
+        return chunk_done(ch->conn, ch->file_id, ch->chunk_no, &rows, apply_path(ch, path, sizeof path), &ch->error);
 }
 
 /* The whole transaction. */
@@ -332,7 +339,7 @@ static Outcome load_chunk(Chunk *ch)
         int r;
 
         if (db_exec(ch->conn, &ch->error, "BEGIN", 0, NULL) < 0 ||
-            db_exec(ch->conn, &ch->error, "SET LOCAL lock_timeout = '5s'", 0, NULL) < 0)
+                db_exec(ch->conn, &ch->error, "SET LOCAL lock_timeout = '5s'", 0, NULL) < 0)
                 return OUTCOME_RETRY;
         r = lock_chunk(ch);
         if (r > 0 && db_exec(ch->conn, &ch->error, "SET LOCAL lock_timeout = 0", 0, NULL) < 0)
@@ -371,9 +378,10 @@ static void log_done(const Chunk *ch)
         log_ctx(LOG_DEBUG, (LogCtx){ dropped_name(ch->path), ch->file_id, ch->chunk_no, (long long)ch->loaded, "done" },
                 "chunk %d: %" PRIu64 " loaded, %" PRIu64 " rejected, %" PRIu64 " superseded; %s (%u pieces, %u copied "
                 "as new), %" PRIu64 " rows deferred; lookahead %.3f s, stage %.3f s, wait %.3f s, apply %.3f s, "
-                "commit %.3f s; peak RSS %ld kB", ch->chunk_no, ch->loaded, ch->rejected, ch->superseded,
-                apply_path(ch, path, sizeof path), ch->result.pieces, ch->result.new_pieces, ch->counts.uncertain,
-                ch->t_lookahead, ch->t_stage, ch->t_wait, ch->t_apply, ch->t_commit, ru.ru_maxrss);
+                "commit %.3f s; peak RSS %ld kB",
+                ch->chunk_no, ch->loaded, ch->rejected, ch->superseded, apply_path(ch, path, sizeof path),
+                ch->result.pieces, ch->result.new_pieces, ch->counts.uncertain, ch->t_lookahead, ch->t_stage,
+                ch->t_wait, ch->t_apply, ch->t_commit, ru.ru_maxrss);
 }
 
 Outcome worker_run(const Config *cfg, int64_t file_id, int chunk_no, const char *path)

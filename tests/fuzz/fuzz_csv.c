@@ -37,8 +37,8 @@ static size_t parse(const char *buf, uint64_t from, uint64_t to, uint64_t line, 
 
 static int same(const Rec *a, const Rec *b)
 {
-        return a->offset == b->offset && a->line == b->line && a->len == b->len &&
-               a->n_fields == b->n_fields && a->error == b->error && a->blank == b->blank;
+        return a->offset == b->offset && a->line == b->line && a->len == b->len && a->n_fields == b->n_fields &&
+               a->error == b->error && a->blank == b->blank;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -64,8 +64,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 for (size_t c = 0; c < p.n_ranges; c++) {
                         if (p.ranges[c].start != at || p.ranges[c].end <= p.ranges[c].start)
                                 abort(); /* chunks must tile the data part */
-                        np += parse(buf, p.ranges[c].start, p.ranges[c].end, p.ranges[c].first_line,
-                                    part + np, len + 1 - np);
+                        np += parse(buf, p.ranges[c].start, p.ranges[c].end, p.ranges[c].first_line, part + np,
+                                len + 1 - np);
                         at = p.ranges[c].end;
                 }
                 if (at != len || np != nw)

@@ -29,7 +29,7 @@ static const BatchRow *row_of(const Batch *b, const char *sku)
 {
         for (size_t i = 0; i < b->n; i++)
                 if (b->rows[i].fate != FATE_DUPLICATE && b->rows[i].col[COL_SKU].len == strlen(sku) &&
-                    memcmp(b->rows[i].col[COL_SKU].p, sku, strlen(sku)) == 0)
+                        memcmp(b->rows[i].col[COL_SKU].p, sku, strlen(sku)) == 0)
                         return &b->rows[i];
         fail_msg("no kept row for %s", sku);
         return NULL;
@@ -46,7 +46,7 @@ static void test_index_reads_fields_and_nulls(void **state)
         assert_null(b.rows[0].col[COL_DESCRIPTION].p);
         assert_int_equal(b.rows[1].line, 3);
         assert_int_equal(b.rows[1].offset, 20);
-        assert_int_equal(b.rows[1].col[COL_SKU].len, 4);       /* still escaped: b\tx */
+        assert_int_equal(b.rows[1].col[COL_SKU].len, 4); /* still escaped: b\tx */
         batch_free(&b);
         const char *bad[] = { "a\tAnn\tx\t2\n", "a\tAnn\tx\tL\t1\n", "\\N\tAnn\tx\t2\t1\n", "a\tAnn\tx\t2\t1" };
         for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
@@ -58,7 +58,8 @@ static void test_index_reads_fields_and_nulls(void **state)
 static void test_dedup_keeps_the_last_row_of_a_key(void **state)
 {
         (void)state;
-        const char text[] = "b\tB1\td\t2\t0\na\tA1\td\t3\t0\nb\tB2\td\t4\t0\nb\tB3\td\t9\t0\na\tA2\td\t5\t0\nc\tC\td\t6\t0\n";
+        const char text[] =
+                "b\tB1\td\t2\t0\na\tA1\td\t3\t0\nb\tB2\td\t4\t0\nb\tB3\td\t9\t0\na\tA2\td\t5\t0\nc\tC\td\t6\t0\n";
         Batch b = { 0 };
 
         assert_int_equal(batch_index(&b, text, sizeof text - 1), 0);
@@ -123,9 +124,9 @@ static void test_probe_keys_sample(void **state)
         for (const char *p = keys.data; *p; p++)
                 commas += *p == ',';
         assert_true(commas + 1 <= 16 && commas + 1 >= 8);
-        assert_non_null(strstr(keys.data, "\"k000\""));     /* the first */
-        assert_non_null(strstr(keys.data, "\"k098\""));     /* and near the last */
-        batch_probe_keys(&b, 1000, &keys);                  /* more than there are: all */
+        assert_non_null(strstr(keys.data, "\"k000\"")); /* the first */
+        assert_non_null(strstr(keys.data, "\"k098\"")); /* and near the last */
+        batch_probe_keys(&b, 1000, &keys);              /* more than there are: all */
         assert_non_null(strstr(keys.data, "\"k099\""));
         buf_free(&keys);
         buf_free(&text);
@@ -151,8 +152,7 @@ static void test_ingest_fates_and_counts(void **state)
         const char text[] = "new\tN\td\t10\t0\nchg\tN2\td\t11\t0\nsame\tS\td\t12\t0\nold\tO\td\t13\t0\n"
                             "sup\tP2\td\t14\t0\nsupu\tU\t\\N\t15\t0\nnew\tN0\td\t9\t0\n";
         Existing ex[] = { existing("chg", "N1", "d", 3, 50), existing("same", "S", "d", 3, 60),
-                          existing("old", "O", "x", 8, 1), existing("sup", "P1", "d", 7, 2),
-                          existing("supu", "U", NULL, 7, 3) };
+                existing("old", "O", "x", 8, 1), existing("sup", "P1", "d", 7, 2), existing("supu", "U", NULL, 7, 3) };
         Batch b = { 0 };
         BatchCounts n;
 
@@ -186,7 +186,7 @@ static void test_ingest_fates_and_counts(void **state)
         assert_memory_equal(out.data, "chg\tN2\td\t11\nsup\tP2\td\t14\n", out.len);
         out.len = 0;
         assert_int_equal(batch_put_deltas(&b, ex, &ingest, &out), 5);
-        buf_append(&out, "", 1);      /* rows follow the key order: checked one by one */
+        buf_append(&out, "", 1); /* rows follow the key order: checked one by one */
         assert_non_null(strstr(out.data, "N\t1\n"));
         assert_non_null(strstr(out.data, "N1\t-1\nN2\t1\n"));
         assert_non_null(strstr(out.data, "P1\t-1\nP2\t1\n"));
@@ -207,16 +207,16 @@ static void test_update_files_reject_unknown_keys_and_set_only_their_columns(voi
         assert_int_equal(batch_index(&b, text, sizeof text - 1), 0);
         batch_dedup(&b, KEY_SKU);
         batch_classify(&b, ex, 2, &desc_only, &n);
-        assert_int_equal(n.unknown, 2);        /* both rows of "gone" */
+        assert_int_equal(n.unknown, 2); /* both rows of "gone" */
         for (size_t i = 0; i < b.n; i++)
                 if (b.rows[i].col[COL_SKU].len == 4)
                         assert_int_equal(b.rows[i].fate, FATE_UNKNOWN);
-        assert_int_equal(row_of(&b, "k")->fate, FATE_UNCHANGED);    /* name not in the file: not compared */
+        assert_int_equal(row_of(&b, "k")->fate, FATE_UNCHANGED); /* name not in the file: not compared */
         assert_int_equal(row_of(&b, "m")->fate, FATE_UPDATE);
         assert_int_equal(n.rows, 2);
         assert_int_equal(n.distinct, 2);
         Buf out = { 0 };
-        assert_int_equal(batch_put_deltas(&b, ex, &desc_only, &out), 0);   /* no name, no rename */
+        assert_int_equal(batch_put_deltas(&b, ex, &desc_only, &out), 0); /* no name, no rename */
         buf_free(&out);
         batch_free(&b);
 }
@@ -241,8 +241,8 @@ static void test_rename_deltas_escape_the_old_name(void **state)
 
 /* The model: for each key the row with the highest line wins; its fate
  * follows the rules of batch.h, found by linear search. */
-static RowFate model_fate(const char *sku, const char *name, unsigned line, const Existing *ex, size_t n_ex,
-                          bool *superseding)
+static RowFate model_fate(
+        const char *sku, const char *name, unsigned line, const Existing *ex, size_t n_ex, bool *superseding)
 {
         *superseding = false;
         for (size_t i = 0; i < n_ex; i++) {
@@ -276,7 +276,8 @@ static void test_random_batches_match_the_model(void **state)
                         int k = rand() % 40;
                         unsigned line = 1 + (unsigned)r * 3;
                         const char *name = names[rand() % 3];
-                        len += (size_t)snprintf(text + len, sizeof text - len, "%s\t%s\td\t%u\t0\n", skus[k], name, line);
+                        len += (size_t)snprintf(
+                                text + len, sizeof text - len, "%s\t%s\td\t%u\t0\n", skus[k], name, line);
                         best_line[k] = line;
                         best_name[k] = name;
                 }

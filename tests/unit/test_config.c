@@ -63,13 +63,12 @@ static void test_full_file(void **state)
         (void)state;
         Config *c;
         char *err;
-        const char *text =
-                "database: { conninfo = \"host=/x dbname=y\"; };\n"
-                "paths: { incoming = \"/a\"; updates = \"/b\"; state = \"/c\"; };\n"
-                "workers = 3;\nchunk_size = \"512k\";\nkey = \"sku,name\";\n"
-                "aggregate: { interval = 2.5; after_load = false; };\n"
-                "retry: { max_attempts = 2; backoff = 0; };\n"
-                "rejects: { max_ratio = 0.5; };\nlimits: { max_field = 100; };\n";
+        const char *text = "database: { conninfo = \"host=/x dbname=y\"; };\n"
+                           "paths: { incoming = \"/a\"; updates = \"/b\"; state = \"/c\"; };\n"
+                           "workers = 3;\nchunk_size = \"512k\";\nkey = \"sku,name\";\n"
+                           "aggregate: { interval = 2.5; after_load = false; };\n"
+                           "retry: { max_attempts = 2; backoff = 0; };\n"
+                           "rejects: { max_ratio = 0.5; };\nlimits: { max_field = 100; };\n";
         assert_int_equal(load(text, &c, &err), 0);
         assert_string_equal(c->conninfo, "host=/x dbname=y");
         assert_string_equal(c->state, "/c");
@@ -127,8 +126,8 @@ static void test_diff_and_carry_restart_keys(void **state)
         config_diff(a, b, count_key, &changed);
         assert_int_equal(changed, 3);
         config_carry_restart_keys(b, a);
-        assert_int_equal(b->workers, 2);      /* reloadable: new value */
-        assert_int_equal(b->key, KEY_SKU);    /* needs restart: old value */
+        assert_int_equal(b->workers, 2);   /* reloadable: new value */
+        assert_int_equal(b->key, KEY_SKU); /* needs restart: old value */
         assert_string_equal(b->state, "/var/lib/ingestd");
         config_free(a);
         config_free(b);

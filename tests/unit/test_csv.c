@@ -130,13 +130,13 @@ static void test_skip_utf8_leaves_it_to_csv_record_utf8(void **state)
         csv_reader_init(&r, s, sizeof s - 1, 0, 1, 100);
         r.skip_utf8 = true;
         assert_true(csv_next(&r, &rec));
-        assert_int_equal(rec.error, CSV_OK);           /* not checked while reading */
-        assert_false(csv_record_utf8(&rec));           /* but on demand */
+        assert_int_equal(rec.error, CSV_OK); /* not checked while reading */
+        assert_false(csv_record_utf8(&rec)); /* but on demand */
         assert_true(csv_next(&r, &rec));
-        assert_int_equal(rec.error, CSV_ERR_NUL);      /* everything else still is */
+        assert_int_equal(rec.error, CSV_ERR_NUL); /* everything else still is */
         assert_true(csv_next(&r, &rec));
         assert_true(csv_record_utf8(&rec));
-        csv_reader_init(&r, s, sizeof s - 1, 0, 1, 100);   /* a new reader checks again */
+        csv_reader_init(&r, s, sizeof s - 1, 0, 1, 100); /* a new reader checks again */
         assert_true(csv_next(&r, &rec));
         assert_int_equal(rec.error, CSV_ERR_UTF8);
 }

@@ -55,7 +55,7 @@ static LoadCounts load_lane(const char *data, unsigned lane, unsigned lanes, Buf
 
         assert_int_equal(header_parse(data, strlen(data), KIND_INGEST, KEY_SKU, &h, &err), 0);
         LoaderInput in = { data, h.data_offset, strlen(data), h.data_line, &h, 1000, 1, 1, lane, lanes, KEY_SKU, NULL,
-                           strlen(data), NULL, 0 };
+                strlen(data), NULL, 0 };
         assert_int_equal(loader_run(&in, rows, rejects, SIZE_MAX, count_rows, NULL, &counts), 0);
         return counts;
 }
@@ -101,7 +101,7 @@ static void test_lanes_partition_a_chunk(void **state)
                         buf_free(&rows);
                         buf_free(&rejects);
                 }
-                assert_int_equal(staged, 9);       /* 11 records, 2 bad */
+                assert_int_equal(staged, 9); /* 11 records, 2 bad */
                 assert_int_equal(rejected, 2);
                 assert_int_equal(reject_lines, 2);
                 assert_true(lane_of_a < lanes);
@@ -128,7 +128,7 @@ static void test_rows_the_lookahead_cannot_settle_go_apart(void **state)
                 buf_append(&data, line, (size_t)snprintf(line, sizeof line, "k%d,N%d,D\n", i % 20, i));
         assert_int_equal(header_parse(data.data, data.len, KIND_INGEST, KEY_SKU, &h, &err), 0);
         LoaderInput in = { data.data, h.data_offset, data.len, h.data_line, &h, 1000, 7, 1, 0, 1, KEY_SKU, &la,
-                           data.len, .uncertain = &uncertain, .uncertain_max = 1 << 20 };
+                data.len, .uncertain = &uncertain, .uncertain_max = 1 << 20 };
         lookahead_init(&la, 1, 16 * sizeof(uint64_t));
         loader_note_keys(&in, &la);
         assert_true(la.incomplete);

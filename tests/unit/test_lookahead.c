@@ -28,9 +28,9 @@ static void test_table_keeps_the_largest_offset(void **state)
         lookahead_note(&la, 42, 300, true);
         lookahead_note(&la, 42, 200, true);
         assert_int_equal(lookahead_last(&la, 42), 300);
-        lookahead_note(&la, 42, 500, false);    /* raising a present key */
+        lookahead_note(&la, 42, 500, false); /* raising a present key */
         assert_int_equal(lookahead_last(&la, 42), 500);
-        lookahead_note(&la, 7, 900, false);     /* absent: not added */
+        lookahead_note(&la, 7, 900, false); /* absent: not added */
         assert_int_equal(lookahead_last(&la, 7), 0);
         assert_int_equal(la.used, 1);
         assert_false(la.incomplete);
@@ -45,7 +45,7 @@ static void test_table_colliding_hashes_share_a_run(void **state)
 
         lookahead_init(&la, 10, 1 << 20);
         lookahead_note(&la, a, 10, true);
-        lookahead_note(&la, b, 20, true);   /* same slot, another tag: its own entry */
+        lookahead_note(&la, b, 20, true); /* same slot, another tag: its own entry */
         assert_int_equal(lookahead_last(&la, a), 10);
         assert_int_equal(lookahead_last(&la, b), 20);
         lookahead_free(&la);
@@ -56,7 +56,7 @@ static void test_table_full_or_far_offsets_are_incomplete(void **state)
         (void)state;
         Lookahead la;
 
-        lookahead_init(&la, 1u << 20, 8192);    /* 8 KiB: 1024 slots, 768 keys */
+        lookahead_init(&la, 1u << 20, 8192); /* 8 KiB: 1024 slots, 768 keys */
         assert_int_equal(la.mask + 1, 1024);
         for (uint64_t k = 1; k <= 768; k++)
                 lookahead_note(&la, k * UINT64_C(0x9e3779b97f4a7c15), k, true);
@@ -81,7 +81,7 @@ typedef struct Rec {
         uint64_t offset;
         bool valid;
         unsigned lane;
-        char key[64];           /* sku, '|', name: the decoded values */
+        char key[64]; /* sku, '|', name: the decoded values */
 } Rec;
 
 typedef struct File {
@@ -104,7 +104,7 @@ static void make_file(File *f, unsigned seed, size_t n, unsigned lanes)
                 int k = rand() % 30, kind = rand() % 13;
                 const char *name = names[rand() % 3];
                 bool quoted = rand() % 2;
-                snprintf(sku, sizeof sku, k % 7 == 0 ? "s\"%d" : "s%d", k);   /* some skus hold a quote */
+                snprintf(sku, sizeof sku, k % 7 == 0 ? "s\"%d" : "s%d", k); /* some skus hold a quote */
                 if (quoted || strchr(sku, '"')) {
                         size_t o = 0;
                         raw[o++] = '"';
@@ -121,15 +121,15 @@ static void make_file(File *f, unsigned seed, size_t n, unsigned lanes)
                 Rec *r = &f->rec[i];
                 r->offset = f->text.len;
                 r->valid = kind >= 4;
-                if (kind == 3)          /* invalid UTF-8 (the lookahead's passes do not check it) */
+                if (kind == 3) /* invalid UTF-8 (the lookahead's passes do not check it) */
                         snprintf(line, sizeof line, "%s,%s,bad \xff byte\r\n", raw, name);
-                else if (kind == 0)     /* a field short */
+                else if (kind == 0) /* a field short */
                         snprintf(line, sizeof line, "%s,%s\r\n", raw, name);
-                else if (kind == 1)     /* a quote inside an unquoted field */
+                else if (kind == 1) /* a quote inside an unquoted field */
                         snprintf(line, sizeof line, "%s,%s,bad\"quote\r\n", raw, name);
-                else if (kind == 2)     /* an empty sku */
+                else if (kind == 2) /* an empty sku */
                         snprintf(line, sizeof line, ",%s,x\r\n", name);
-                else                    /* a description over two lines */
+                else /* a description over two lines */
                         snprintf(line, sizeof line, "%s,%s,\"line %zu\nmore\"\r\n", raw, name, i);
                 buf_append(&f->text, line, strlen(line));
                 snprintf(r->key, sizeof r->key, "%s|%s", sku, name);
@@ -137,7 +137,7 @@ static void make_file(File *f, unsigned seed, size_t n, unsigned lanes)
                 r->lane = loader_lane(q ? raw + 1 : raw, strlen(raw) - (q ? 2 : 0), q, lanes);
         }
         f->n = n;
-        buf_append(&f->text, "", 1);   /* NUL for header_parse's strlen-free use; not data */
+        buf_append(&f->text, "", 1); /* NUL for header_parse's strlen-free use; not data */
         f->text.len--;
 }
 
@@ -182,8 +182,8 @@ static bool staged(const Buf *rows, uint64_t offset)
 /* Loads records [from, to) of f as one chunk of lane, with a lookahead of at
  * most max_bytes, and checks every record against the model. Returns whether
  * the table held every key. */
-static bool check_chunk(const File *f, size_t from, size_t to, unsigned lane, unsigned lanes, KeyMode key,
-                        size_t max_bytes)
+static bool check_chunk(
+        const File *f, size_t from, size_t to, unsigned lane, unsigned lanes, KeyMode key, size_t max_bytes)
 {
         Header h;
         char *err = NULL;
@@ -209,7 +209,7 @@ static bool check_chunk(const File *f, size_t from, size_t to, unsigned lane, un
                 lane_rows++;
                 bool later = superseded_in_model(f, i, key), sent = staged(&all, r->offset);
                 if (!sent)
-                        assert_true(later);     /* never drop a row no later row replaces */
+                        assert_true(later); /* never drop a row no later row replaces */
                 if (!la.incomplete)
                         assert_int_equal(sent, !later);
                 dropped += !sent;

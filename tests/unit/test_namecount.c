@@ -33,7 +33,10 @@ static int name_cmp(const void *a, const void *b)
         return c ? c : (x->len > y->len) - (x->len < y->len);
 }
 
-static int count_cmp(const void *a, const void *b) { return name_cmp(&((const Count *)a)->name, &((const Count *)b)->name); }
+static int count_cmp(const void *a, const void *b)
+{
+        return name_cmp(&((const Count *)a)->name, &((const Count *)b)->name);
+}
 
 /* Names drawn from a small pool, so that most repeat; a pool name is a common
  * prefix plus a few random bytes (any byte but the '\t' and '\n' that COPY
@@ -45,7 +48,7 @@ static Name *random_names(size_t n, size_t pool, unsigned seed)
         srand(seed);
         for (size_t i = 0; i < pool; i++) {
                 if (i == 0)
-                        continue;   /* the empty name */
+                        continue; /* the empty name */
                 p[i].len = (size_t)snprintf(p[i].text, sizeof p[i].text, "Name");
                 for (size_t k = rand() % 12; k > 0; k--) {
                         char c = (char)(rand() % 256);
@@ -114,7 +117,8 @@ static void check_against_model(size_t n, size_t pool, unsigned seed, size_t fil
         for (size_t i = 0; i < n; i++) {
                 if (i + 1 < n)
                         namecount_prefetch(&nc, namecount_hash(names[i + 1].text, names[i + 1].len));
-                assert_true(namecount_add(&nc, names[i].text, names[i].len, namecount_hash(names[i].text, names[i].len)));
+                assert_true(
+                        namecount_add(&nc, names[i].text, names[i].len, namecount_hash(names[i].text, names[i].len)));
         }
         size_t k = model_counts(names, n, want);
         assert_int_equal(nc.used, k);
@@ -133,11 +137,11 @@ static void check_against_model(size_t n, size_t pool, unsigned seed, size_t fil
 static void test_counts_equal_the_model(void **state)
 {
         (void)state;
-        check_against_model(50000, 7000, 1, 1u << 20, 0);        /* grows the table several times */
-        check_against_model(50000, 7000, 6, 1u << 20, 7000);     /* room made at once */
-        check_against_model(50000, 7000, 7, 1u << 20, 100000);   /* more room than names */
-        check_against_model(3000, 3, 2, 1u << 20, 0);            /* a few names, many times each */
-        check_against_model(20000, 20000, 3, 1u << 20, 0);       /* mostly distinct */
+        check_against_model(50000, 7000, 1, 1u << 20, 0);      /* grows the table several times */
+        check_against_model(50000, 7000, 6, 1u << 20, 7000);   /* room made at once */
+        check_against_model(50000, 7000, 7, 1u << 20, 100000); /* more room than names */
+        check_against_model(3000, 3, 2, 1u << 20, 0);          /* a few names, many times each */
+        check_against_model(20000, 20000, 3, 1u << 20, 0);     /* mostly distinct */
 }
 
 static void test_output_in_small_pieces_writes_each_name_once(void **state)
@@ -154,7 +158,7 @@ static void test_a_name_that_does_not_fit_is_refused(void **state)
         char name[32];
         size_t max = 64u << 10, added = 0;
 
-        namecount_init(&nc, max, 1u << 20);     /* expects far more than fit: room for half of max */
+        namecount_init(&nc, max, 1u << 20); /* expects far more than fit: room for half of max */
         assert_true((nc.mask + 1) * sizeof(NameSlot) <= max / 2);
         for (;; added++) {
                 int n = snprintf(name, sizeof name, "distinct name %zu", added);
@@ -162,19 +166,20 @@ static void test_a_name_that_does_not_fit_is_refused(void **state)
                         break;
                 assert_true(nc.mask + 1 <= max / sizeof(NameSlot));
         }
-        assert_true(added > 500);                 /* the first doubling fitted */
-        assert_int_equal(nc.used, added);         /* the refused name was not counted */
+        assert_true(added > 500);         /* the first doubling fitted */
+        assert_int_equal(nc.used, added); /* the refused name was not counted */
         assert_true((nc.mask + 1) * sizeof(NameSlot) + nc.names.cap <= max);
-        assert_true(namecount_add(&nc, "distinct name 0", 15, namecount_hash("distinct name 0", 15)));   /* still counts */
+        assert_true(
+                namecount_add(&nc, "distinct name 0", 15, namecount_hash("distinct name 0", 15))); /* still counts */
         Count *got = calloc(added, sizeof *got);
         assert_int_equal(written_counts(&nc, 1u << 20, got), added);
         for (size_t i = 0; i < added; i++)
-                assert_int_equal(got[i].n, got[i].name.len == 15 && memcmp(got[i].name.text, "distinct name 0", 15) == 0
-                                 ? 2 : 1);
+                assert_int_equal(got[i].n,
+                        got[i].name.len == 15 && memcmp(got[i].name.text, "distinct name 0", 15) == 0 ? 2 : 1);
         free(got);
         namecount_free(&nc);
 
-        namecount_init(&nc, 1000, 0);             /* not even the first table fits */
+        namecount_init(&nc, 1000, 0); /* not even the first table fits */
         assert_false(namecount_add(&nc, "a", 1, namecount_hash("a", 1)));
         assert_int_equal(nc.used, 0);
         namecount_free(&nc);

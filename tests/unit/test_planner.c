@@ -56,7 +56,9 @@ static void test_bad_files(void **state)
         expect_error("sku,name,price\nx,y,1\n", 21, KIND_INGEST, "unknown column 'price'");
         expect_error("sku,name,SKU\nx,y,z\n", 19, KIND_INGEST, "appears twice");
         expect_error("sku\nx\n", 6, KIND_UPDATE, "at least one column");
-        expect_error("\x7f" "ELF\0\0\0\x01\x02\n", 10, KIND_INGEST, "binary");
+        expect_error("\x7f"
+                     "ELF\0\0\0\x01\x02\n",
+                10, KIND_INGEST, "binary");
         expect_error("\"sku,name\n", 10, KIND_INGEST, "unterminated");
 }
 
@@ -190,7 +192,7 @@ static void test_progress_on_big_file(void **state)
         char *err = NULL;
 
         assert_int_equal(planner_plan(fd, KIND_INGEST, KEY_SKU, 1 << 20, count_progress, &last, &p, &err), 0);
-        assert_true(last >= 8u << 20);            /* at least two reports on ~11 MB */
+        assert_true(last >= 8u << 20); /* at least two reports on ~11 MB */
         assert_int_equal(p.data_rows, rows);
         /* the planner hashes in a second thread, piece by piece: the digest of
          * the whole buffer at once must match */

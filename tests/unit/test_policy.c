@@ -14,7 +14,7 @@ static void test_picks_due_pending_chunks_in_order(void **state)
 {
         (void)state;
         ChunkSlot s[] = { { 1, CHUNK_PENDING, 0, false }, { 2, CHUNK_PENDING, 0, false },
-                          { 3, CHUNK_PENDING, 0, false }, { 4, CHUNK_PENDING, 0, false } };
+                { 3, CHUNK_PENDING, 0, false }, { 4, CHUNK_PENDING, 0, false } };
         int nos[4] = { 0 };
 
         assert_int_equal(policy_pick_chunks(s, 4, NOW, 0, 4, nos), 4);
@@ -27,7 +27,7 @@ static void test_free_slots_bound_the_picks(void **state)
 {
         (void)state;
         ChunkSlot s[] = { { 3, CHUNK_LOADING, 0, true }, { 4, CHUNK_PENDING, 0, false },
-                          { 5, CHUNK_PENDING, 0, false } };
+                { 5, CHUNK_PENDING, 0, false } };
         int nos[3] = { 0 };
 
         assert_int_equal(policy_pick_chunks(s, 3, NOW, 1, 2, nos), 1);
@@ -42,10 +42,10 @@ static void test_lane_order(void **state)
 {
         (void)state;
         ChunkSlot s[] = { { 1, CHUNK_PENDING, NOW + 5, false }, { 2, CHUNK_LOADING, 0, true },
-                          { 3, CHUNK_PENDING, 0, false } };
+                { 3, CHUNK_PENDING, 0, false } };
         int nos[3] = { 0 };
 
-        assert_int_equal(policy_pick_chunks(s, 3, NOW, 1, 2, nos), 0);   /* 1 backs off; 3 is not a candidate */
+        assert_int_equal(policy_pick_chunks(s, 3, NOW, 1, 2, nos), 0); /* 1 backs off; 3 is not a candidate */
         assert_int_equal(policy_pick_chunks(s, 3, NOW + 5, 1, 2, nos), 1);
         assert_int_equal(nos[0], 1);
 }

@@ -13,7 +13,7 @@ static void test_file_states(void **state)
 {
         (void)state;
         FileState all[] = { FILE_NEW, FILE_LOADING, FILE_DONE, FILE_FAILED };
-        const char *text[] = { "new", "loading", "done", "failed" };   /* schema.sql's CHECK */
+        const char *text[] = { "new", "loading", "done", "failed" }; /* schema.sql's CHECK */
 
         for (size_t i = 0; i < 4; i++) {
                 FileState got = FILE_NEW;
