@@ -31,7 +31,7 @@ void sha256_final_hex(Sha256 *s, char out[65])
         unsigned int n = 0;
 
         EVP_DigestFinal_ex(s->ctx, md, &n);
-        for (unsigned int i = 0; i < n && i < 32; i++)
+        for (size_t i = 0; i < n && i < 32; i++)
                 snprintf(out + 2 * i, 3, "%02x", md[i]);
         out[64] = '\0';
         sha256_free(s);

@@ -9,5 +9,4 @@
 
 /* 0, or -EIO with *ret_error when the database failed (the caller decides
  * whether the connection is lost). */
-int chunkexit_record(
-        PGconn *c, const Config *cfg, const Children *ch, const Child *child, int status, char **ret_error);
+int chunkexit_record(PGconn *conn, const Config *cfg, const Children *ch, const Child *c, int status, char **ret_error);
