@@ -116,43 +116,6 @@ static void apply_result(SortedPath *sp, PGresult *res, uint64_t rows)
         sp->res.superseding = strtoull(PQgetvalue(res, 0, 2), NULL, 10);
 }
 
-/* A first load (ApplyChunk.keys_known): when none of the first staged
- * keys is in products, the chunk is inserted in key order without the LEFT
- * JOIN that looks up each key (a quarter of the statement's time at 10M rows),
- * under a savepoint; a key there after all rolls it back to the statement
- * above. */
-#define INSERT_NEW(KEY) \
-        "WITH i AS (INSERT INTO public.products (sku, name, description, file_seq, line) " \
-        "           SELECT DISTINCT ON (" KEY ") sku, name, description, $1::bigint, line FROM pg_temp.stage " \
-        "           ORDER BY " KEY ", line DESC RETURNING name), " \
-        " u AS (SELECT NULL::text AS old_name, NULL::text AS new_name WHERE false), " AGG_DELTA \
-        "SELECT count(*), 0, 0 FROM i"
-
-static const char *const insert_new_sku = INSERT_NEW("sku");
-static const char *const insert_new_sku_name = INSERT_NEW("sku, name");
-
-/* -EEXIST when products has some of the keys or the insert met one. */
-static int insert_new_rows(SortedPath *sp, char **ret_error)
-{
-        const ApplyChunk *c = sp->c;
-        int r = db_query_bool(c->conn, ret_error,
-                "SELECT EXISTS (SELECT 1 FROM public.products WHERE sku IN "
-                "(SELECT sku FROM pg_temp.stage LIMIT " SAMPLE_KEYS_SQL "))",
-                0, NULL);
-
-        if (r != 0)
-                return r < 0 ? r : -EEXIST;
-        if ((r = apply_new_rows_begin(c->conn, ret_error)) < 0)
-                return r;
-        PGresult *res = db_query(
-                c->conn, ret_error, c->key == KEY_SKU_NAME ? insert_new_sku_name : insert_new_sku, 1, c->ids);
-        r = apply_new_rows_end(c->conn, res ? 0 : -EIO, ret_error);
-        if (r == 0)
-                apply_result(sp, res, c->counts->rows);
-        PQclear(res);
-        return r;
-}
-
 /* For update files: the SET list and the change test follow the header. */
 static char *apply_update_sql(const ApplyChunk *c, const Header *h)
 {
@@ -208,14 +171,11 @@ static int finish(void *state, ApplyResult *ret, char **ret_error)
         const ApplyChunk *c = sp->c;
         uint64_t rows = c->counts->rows, unknown = 0;
         char *sql = NULL;
-        int r = c->keys_known ? insert_new_rows(sp, ret_error) : -EEXIST;
+        int r;
 
+        /* a first load's "all new" shortcut gained 1.7% here, and was
+         * dropped (BENCHMARKS.md, session 7): every chunk takes the join */
         sp->res.pieces = 1;
-        if (r != -EEXIST) {
-                sp->res.new_pieces = r == 0;
-                *ret = sp->res;
-                return r;
-        }
         if (c->kind == KIND_UPDATE) {
                 if ((r = reject_unknown_staged(c, &unknown, ret_error)) < 0)
                         return r;

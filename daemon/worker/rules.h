@@ -29,7 +29,6 @@ static inline bool version_older(int64_t seq, uint64_t line, int64_t than_seq, u
 #define AGG_RECOUNT_SHARE 0.1
 #define AGG_RECOUNT_SHARE_SQL RULE_TEXT(AGG_RECOUNT_SHARE)
 
-/* Keys of a chunk (or batch) probed before its rows are copied as new on a
- * first load: none of them in products says the rows are new. */
+/* Keys of a batch probed before its rows are copied as new on a first load:
+ * none of them in products says the rows are new. */
 #define SAMPLE_KEYS 16
-#define SAMPLE_KEYS_SQL RULE_TEXT(SAMPLE_KEYS)

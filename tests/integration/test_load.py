@@ -247,10 +247,10 @@ def test_outside_insert_of_a_loading_key_retries_the_chunk(daemon, tmp_path, pat
     assert path == "sorted" or set(apply_paths_taken(d)) == {"batches"}, apply_paths_taken(d)
 
 
-@keyed_paths
+@pytest.mark.parametrize("path", ["batches"])   # the one path with the new-rows shortcut
 def test_outside_insert_into_a_first_load_is_looked_up_again(daemon, tmp_path, path):
-    """A first load copies rows as new without looking up every key (a sample
-    of keys is not in products). When an outside session inserts a key of the
+    """A first load in batches copies rows as new without looking up every key
+    (a sample of keys is not in products). When an outside session inserts a key of the
     chunk meanwhile, that insert fails with a unique violation; it rolls back
     to its savepoint and the rows are looked up in full, in the same attempt,
     and the outside row is an older version that the file's row replaces."""
@@ -270,9 +270,9 @@ def test_outside_insert_into_a_first_load_is_looked_up_again(daemon, tmp_path, p
 
 @keyed_paths
 def test_first_load_copies_new_rows_and_equals_the_model(daemon, tmp_path, path):
-    """On a first load every chunk takes the new-rows way (the lookahead drops
-    the rows a later one supersedes, across byte ranges), and the tables and
-    the counts equal a sequential load."""
+    """On a first load every chunk of the batch path copies its rows as new (the
+    lookahead drops the rows a later one supersedes, across byte ranges; the sorted
+    path joins them), and the tables and the counts equal a sequential load."""
     src = generate(tmp_path / "p.csv", 6000, 53)
     d = daemon(workers=2, chunk_size="200k", extra=APPLY_PATHS[path]).start(debug=True)
     d.drop(src)
@@ -283,5 +283,6 @@ def test_first_load_copies_new_rows_and_equals_the_model(daemon, tmp_path, path)
     assert_apply_path(d, path)
     chunks = d.status()[0]["chunks"]
     assert chunks >= 6
-    # every batch (batches) or the whole chunk (sorted) copied as new
-    assert apply_paths_taken(d) == [path + "-new"] * chunks, apply_paths_taken(d)
+    # every batch copied as new; the sorted path has no such shortcut (BENCHMARKS.md, session 7)
+    expected = path + "-new" if path == "batches" else path
+    assert apply_paths_taken(d) == [expected] * chunks, apply_paths_taken(d)
