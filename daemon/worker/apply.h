@@ -56,6 +56,7 @@ typedef struct ApplyResult {
         unsigned new_pieces; /* ... of those copied as new without looking up every key */
 } ApplyResult;
 
+/* A path's table lists its fields in this order. */
 typedef struct ApplyPath {
         const char *name; /* ingest.chunks.apply_path */
         size_t piece_bytes;

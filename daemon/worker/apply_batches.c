@@ -316,14 +316,4 @@ static void free_state(void *state)
         free(b);
 }
 
-const ApplyPath apply_batches = {
-        .name = "batches",
-        .piece_bytes = BATCH_BYTES,
-        .ordered = true,
-        .stage_first = false,
-        .begin = begin,
-        .piece = piece,
-        .rows_done = NULL,
-        .finish = finish,
-        .free = free_state,
-};
+const ApplyPath apply_batches = { "batches", BATCH_BYTES, true, false, begin, piece, NULL, finish, free_state };

@@ -118,14 +118,4 @@ static void free_state(void *state)
         free(d);
 }
 
-const ApplyPath apply_deferred = {
-        .name = "deferred",
-        .piece_bytes = BATCH_BYTES,
-        .ordered = false,
-        .stage_first = false,
-        .begin = begin,
-        .piece = piece,
-        .rows_done = NULL,
-        .finish = finish,
-        .free = free_state,
-};
+const ApplyPath apply_deferred = { "deferred", BATCH_BYTES, false, false, begin, piece, NULL, finish, free_state };

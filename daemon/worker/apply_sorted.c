@@ -198,14 +198,4 @@ static void free_state(void *state) { free(state); }
 
 /* The chunk is staged (its parse overlaps the previous chunk's apply), then
  * the lane's previous chunk is waited for, then one statement applies it. */
-const ApplyPath apply_sorted = {
-        .name = "sorted",
-        .piece_bytes = COPY_FLUSH,
-        .ordered = true,
-        .stage_first = true,
-        .begin = begin,
-        .piece = piece,
-        .rows_done = rows_done,
-        .finish = finish,
-        .free = free_state,
-};
+const ApplyPath apply_sorted = { "sorted", COPY_FLUSH, true, true, begin, piece, rows_done, finish, free_state };

@@ -48,6 +48,15 @@ def file_row(d, file_id):
                  (file_id,))[0]
 
 
+def assert_failed_naming(d, file_id, full, why, prefix=()):
+    """The plan child records the file's fate (exit 0): failed, with an error
+    that names the file and the reason."""
+    p = plan(d, file_id, prefix=prefix)
+    assert p.returncode == 0, p.stderr
+    state, error, _ = file_row(d, file_id)
+    assert state == "failed" and full in error and why in error, error
+
+
 def lowest_nofile_that_connects(d, file_id):
     """The smallest RLIMIT_NOFILE with which the plan child still reaches the
     database: the open of the file itself is then the one that fails."""
@@ -82,10 +91,7 @@ def test_emfile_while_planning_is_retried_not_failed(daemon, tmp_path):
 def test_missing_file_fails_with_its_name(daemon, tmp_path):
     d = daemon()
     file_id, full = registered(d, None)
-    p = plan(d, file_id)
-    assert p.returncode == 0, p.stderr                # the file's fate is recorded
-    state, error, _ = file_row(d, file_id)
-    assert state == "failed" and full in error and "No such file or directory" in error, error
+    assert_failed_naming(d, file_id, full, "No such file or directory")
 
 
 def test_symlink_fails_with_its_name(daemon, tmp_path):
@@ -93,10 +99,7 @@ def test_symlink_fails_with_its_name(daemon, tmp_path):
     d = daemon()
     file_id, full = registered(d, None)
     os.symlink(src, full)
-    p = plan(d, file_id)
-    assert p.returncode == 0, p.stderr
-    state, error, _ = file_row(d, file_id)
-    assert state == "failed" and full in error and "Too many levels of symbolic links" in error, error
+    assert_failed_naming(d, file_id, full, "Too many levels of symbolic links")
 
 
 def test_unreadable_file_fails_with_its_name(daemon, tmp_path):
@@ -105,10 +108,7 @@ def test_unreadable_file_fails_with_its_name(daemon, tmp_path):
     file_id, full = registered(d, src)
     os.chmod(full, 0)
     os.chmod(str(tmp_path), 0o755)
-    p = plan(d, file_id, prefix=NO_DAC)
-    assert p.returncode == 0, p.stderr
-    state, error, _ = file_row(d, file_id)
-    assert state == "failed" and full in error and "Permission denied" in error, error
+    assert_failed_naming(d, file_id, full, "Permission denied", prefix=NO_DAC)
 
 
 def test_worker_missing_file_is_a_bad_file_and_emfile_a_retry(daemon, tmp_path):
