@@ -28,8 +28,6 @@ const ConfigKey config_keys[] = {
                 "bytes per chunk (suffix k, M, G); chunks end at record boundaries" },
         { "max_ranges", CT_INT, OFF(max_ranges), "4", 1, 1000000, true,
                 "most byte ranges per file: bigger files get ranges larger than chunk_size" },
-        { "sorted_apply_above", CT_SIZE, OFF(sorted_apply_above), "0", 0, 1ULL << 40, true,
-                "key index size above which chunks are sorted in the server before they apply; 0 = shared_buffers/4" },
         { "defer_key", CT_BOOL, OFF(defer_key), "true", 0, 0, true,
                 "a file loaded into an empty products builds its primary key once, after its rows" },
         { "key", CT_KEY, OFF(key), "sku", 0, 0, false, "\"sku\" or \"sku,name\": the primary key of products" },

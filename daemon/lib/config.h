@@ -15,8 +15,7 @@ typedef struct Config {
         int workers; /* as configured; 0 = number of CPUs */
         uint64_t chunk_size;
         int max_ranges;
-        uint64_t sorted_apply_above; /* bytes of products' key index; 0 = a quarter of shared_buffers */
-        bool defer_key;              /* first loads into an empty products build its key after the rows */
+        bool defer_key; /* first loads into an empty products build its key after the rows */
         KeyMode key;
         double aggregate_interval; /* seconds, 0 = only after loads */
         bool aggregate_after_load;

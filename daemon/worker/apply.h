@@ -8,17 +8,16 @@
  *   begin      inside the transaction, before any row: the path's own state
  *   piece      a piece of the chunk's valid rows (COPY text, see loader.h),
  *              about piece_bytes of it, as the loader produces them
- *   rows_done  after the last piece, before the wait (may be NULL)
- *   finish     after the wait: apply what is left, and the counts
+ *   finish     after the last piece: apply what is left, and the counts
  *   free       the state (accepts NULL)
  *
  * `ordered` paths apply only after the lane's previous chunk committed: the
- * worker waits before the first piece, or, with `stage_first`, between
- * rows_done and finish. A path calls nothing in worker.c, and its state stays
+ * worker waits before the first piece (parsing it overlapped that chunk's
+ * apply), or before finish when the lane has no rows in the chunk. A path calls nothing in worker.c, and its state stays
  * in its own file. A path that cannot go on without products' key (the
  * deferred path, when its rows cannot be told apart, loader.h's -ENOSPC)
  * returns -ENOSPC: worker.c alone then rolls back to before the rows, builds
- * the key and applies the chunk by a keyed path. */
+ * the key and applies the chunk in batches. */
 #pragma once
 #include "config.h"
 #include "loader.h"
@@ -60,16 +59,14 @@ typedef struct ApplyResult {
 typedef struct ApplyPath {
         const char *name; /* ingest.chunks.apply_path */
         size_t piece_bytes;
-        bool ordered, stage_first;
+        bool ordered;
         int (*begin)(const ApplyChunk *c, void **ret_state, char **ret_error);
         int (*piece)(void *state, Buf *rows, char **ret_error);
-        int (*rows_done)(void *state, char **ret_error);
         int (*finish)(void *state, ApplyResult *ret, char **ret_error);
         void (*free)(void *state);
 } ApplyPath;
 
 extern const ApplyPath apply_batches;  /* probe each batch's keys, send only what changes */
-extern const ApplyPath apply_sorted;   /* stage the chunk, one statement in key order */
 extern const ApplyPath apply_deferred; /* products' key deferred: rows straight into the bare table */
 
 /* The deferred path's rows that the lookahead cannot settle, at most (~5k

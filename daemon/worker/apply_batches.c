@@ -316,4 +316,4 @@ static void free_state(void *state)
         free(b);
 }
 
-const ApplyPath apply_batches = { "batches", BATCH_BYTES, true, false, begin, piece, NULL, finish, free_state };
+const ApplyPath apply_batches = { "batches", BATCH_BYTES, true, begin, piece, finish, free_state };

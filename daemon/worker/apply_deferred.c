@@ -118,4 +118,4 @@ static void free_state(void *state)
         free(d);
 }
 
-const ApplyPath apply_deferred = { "deferred", BATCH_BYTES, false, false, begin, piece, NULL, finish, free_state };
+const ApplyPath apply_deferred = { "deferred", BATCH_BYTES, false, begin, piece, finish, free_state };

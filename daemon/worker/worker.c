@@ -205,31 +205,13 @@ static int wait_predecessor(Chunk *ch)
 static int on_piece(Buf *rows, void *ud)
 {
         Chunk *ch = ud;
-        int r = ch->way->ordered && !ch->way->stage_first && !ch->waited ? wait_predecessor(ch) : 0;
+        int r = ch->way->ordered && !ch->waited ? wait_predecessor(ch) : 0;
         double t = now_monotonic();
 
         if (r == 0)
                 r = ch->way->piece(ch->state, rows, &ch->error);
         ch->t_apply += now_monotonic() - t;
         return r;
-}
-
-/* The keyed paths: the sorted one once products' key index is larger than
- * sorted_apply_above (0: a quarter of shared_buffers). */
-static int choose_keyed_path(Chunk *ch)
-{
-        char limit[32];
-        const char *p[1] = { limit };
-
-        snprintf(limit, sizeof limit, "%" PRIu64, ch->cfg->sorted_apply_above);
-        int r = db_query_bool(ch->conn, &ch->error,
-                "SELECT pg_relation_size(indexrelid) > CASE WHEN $1::bigint > 0 THEN $1::bigint "
-                "  ELSE pg_size_bytes(current_setting('shared_buffers')) / 4 END "
-                "FROM pg_index WHERE indrelid = 'public.products'::regclass AND indisprimary",
-                1, p);
-
-        ch->way = r == 1 ? &apply_sorted : &apply_batches;
-        return r < 0 ? r : 0;
 }
 
 /* The path over the chunk's rows, in the order of apply.h. */
@@ -247,9 +229,7 @@ static int run_path(Chunk *ch)
         r = ch->way->begin(&ac, &ch->state, &ch->error);
         if (r == 0)
                 r = loader_run(&in, &ch->rows, &ch->rejects, ch->way->piece_bytes, on_piece, ch, &ch->counts);
-        if (r == 0 && ch->way->rows_done)
-                r = ch->way->rows_done(ch->state, &ch->error);
-        if (r == 0 && ch->way->ordered && !ch->waited) /* staged, or no rows in our lane: still in order */
+        if (r == 0 && ch->way->ordered && !ch->waited) /* no rows in our lane: still in order */
                 r = wait_predecessor(ch);
         double t = now_monotonic();
         if (r == 0)
@@ -262,7 +242,7 @@ static int run_path(Chunk *ch)
 
 /* The one fallback: a deferred chunk whose rows the lookahead cannot tell
  * apart (-ENOSPC, see apply_deferred.c) goes back to before its rows, builds
- * products' key in this transaction and applies its rows by a keyed path. */
+ * products' key in this transaction and applies its rows in batches. */
 static int build_key_and_rerun(Chunk *ch)
 {
         int r = db_exec(ch->conn, &ch->error, "ROLLBACK TO SAVEPOINT rows", 0, NULL);
@@ -275,21 +255,20 @@ static int build_key_and_rerun(Chunk *ch)
         if (r == 0)
                 r = deferkey_build(ch->conn, ch->file_id, ch->cfg->key, &ch->error);
         ch->key_built = r > 0;
-        if (r >= 0)
-                r = choose_keyed_path(ch);
+        ch->way = &apply_batches;
         return r < 0 ? r : run_path(ch);
 }
 
+/* The deferred path while the file defers products' key, else batches (a
+ * sorted path for large tables lost to batches at 2M and 10M rows, and went:
+ * BENCHMARKS.md, session 7). */
 static int apply_rows(Chunk *ch)
 {
         int r = 0;
 
-        if (ch->deferred) {
-                ch->way = &apply_deferred;
+        ch->way = ch->deferred ? &apply_deferred : &apply_batches;
+        if (ch->deferred)
                 r = db_exec(ch->conn, &ch->error, "SAVEPOINT rows", 0, NULL);
-        } else {
-                r = choose_keyed_path(ch);
-        }
         if (r == 0)
                 r = run_path(ch);
         if (r == -ENOSPC && ch->way == &apply_deferred)

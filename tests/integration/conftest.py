@@ -187,16 +187,13 @@ def generate(path, rows, seed=1, *extra):
 NO_DAC = ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search,-fowner"]
 
 
-# The two ways a worker applies a chunk (see daemon/job.h): in batches from the
-# worker, or sorted in the server once products' key index is large. Tests of
-# exact results run both; "1" byte makes every chunk take the sorted path.
-# How chunks apply: with products' key (in batches, or sorted in the server),
+# How chunks apply (daemon/worker/apply.h): with products' key, in batches,
 # or, on a first load into an empty products, straight into the table with
-# the key built afterwards ("deferred"; later files then take batches).
-APPLY_PATHS = {"batches": "defer_key = false;\n", "sorted": 'sorted_apply_above = "1";\ndefer_key = false;\n',
-               "deferred": ""}
+# the key built afterwards ("deferred"; later files then take batches). Tests
+# of exact results run both.
+APPLY_PATHS = {"batches": "defer_key = false;\n", "deferred": ""}
 apply_paths = pytest.mark.parametrize("path", sorted(APPLY_PATHS))
-keyed_paths = pytest.mark.parametrize("path", ["batches", "sorted"])
+keyed_paths = pytest.mark.parametrize("path", ["batches"])
 
 
 
@@ -213,7 +210,7 @@ def primary_key(d):
 
 def apply_paths_taken(d, file_id=None):
     """ingest.chunks.apply_path of every committed chunk (of one file), in order:
-    "batches", "sorted" or "deferred", with "-new"/"-partly-new" when rows were
+    "batches" or "deferred", with "-new"/"-partly-new" when rows were
     copied as new without a full probe and "key+" when the chunk built the
     deferred key first."""
     rows = query(d.conninfo, "SELECT apply_path FROM ingest.chunks WHERE state = 'done' "
@@ -228,7 +225,7 @@ def path_kind(apply_path):
 
 def assert_apply_path(d, path):
     """Every committed chunk took the path (a deferred first load: some chunk
-    did, and none was sorted)."""
+    did)."""
     kinds = [path_kind(p) for p in apply_paths_taken(d)]
     assert path in kinds, kinds
-    assert "sorted" not in kinds if path == "deferred" else set(kinds) == {path}, kinds
+    assert path == "deferred" or set(kinds) == {path}, kinds

@@ -244,7 +244,7 @@ def test_outside_insert_of_a_loading_key_retries_the_chunk(daemon, tmp_path, pat
     assert "duplicate key value violates unique constraint" in d.log_text()
     assert_apply_path(d, path)
     # the full probe took every batch: none was copied as new
-    assert path == "sorted" or set(apply_paths_taken(d)) == {"batches"}, apply_paths_taken(d)
+    assert set(apply_paths_taken(d)) == {"batches"}, apply_paths_taken(d)
 
 
 @pytest.mark.parametrize("path", ["batches"])   # the one path with the new-rows shortcut
@@ -270,9 +270,9 @@ def test_outside_insert_into_a_first_load_is_looked_up_again(daemon, tmp_path, p
 
 @keyed_paths
 def test_first_load_copies_new_rows_and_equals_the_model(daemon, tmp_path, path):
-    """On a first load every chunk of the batch path copies its rows as new (the
-    lookahead drops the rows a later one supersedes, across byte ranges; the sorted
-    path joins them), and the tables and the counts equal a sequential load."""
+    """On a first load with the key kept every chunk copies its rows as new (the
+    lookahead drops the rows a later one supersedes, across byte ranges), and the
+    tables and the counts equal a sequential load."""
     src = generate(tmp_path / "p.csv", 6000, 53)
     d = daemon(workers=2, chunk_size="200k", extra=APPLY_PATHS[path]).start(debug=True)
     d.drop(src)
@@ -283,6 +283,4 @@ def test_first_load_copies_new_rows_and_equals_the_model(daemon, tmp_path, path)
     assert_apply_path(d, path)
     chunks = d.status()[0]["chunks"]
     assert chunks >= 6
-    # every batch copied as new; the sorted path has no such shortcut (BENCHMARKS.md, session 7)
-    expected = path + "-new" if path == "batches" else path
-    assert apply_paths_taken(d) == [expected] * chunks, apply_paths_taken(d)
+    assert apply_paths_taken(d) == [path + "-new"] * chunks, apply_paths_taken(d)
