@@ -258,9 +258,8 @@ static int refresh_once(PGconn *c, AggregateMode *ret_mode, uint64_t count_memor
                 r = db_exec(c, ret_error,
                         "UPDATE ingest.files SET aggregated_at = clock_timestamp() WHERE id IN "
                         "(SELECT id FROM ingest.files WHERE aggregated_at IS NULL "
-                        " AND state IN (" SQL_STATE(STATE_DONE) ", " SQL_STATE(
-                                STATE_FAILED) ") "
-                                              " FOR NO KEY UPDATE SKIP LOCKED)",
+                        " AND state IN (" SQL_DONE ", " SQL_FAILED ") "
+                        " FOR NO KEY UPDATE SKIP LOCKED)",
                         0, NULL);
         return db_end(c, r, ret_error);
 }

@@ -160,20 +160,16 @@ static int wait_file(Cli *c, const char *name, long long after)
         while (r < 0) {
                 char *err = NULL;
                 PGresult *res = db_query(c->conn, &err,
-                        "SELECT f.id, CASE WHEN f.state = " SQL_STATE(
-                                STATE_LOADING) " AND f.deferred_key IS NOT NULL "
-                                               "  AND count(k.*) FILTER (WHERE k.state <> " SQL_STATE(
-                                                       STATE_DONE) ") = 0 "
-                                                                   "  THEN 'building the key of products' "
-                                                                   "  WHEN f.state = " SQL_STATE(
-                                                                           STATE_NEW) " AND f.size > 0 "
-                                                                                      "  THEN 'planning ' || (100 * f.planned_bytes / f.size) || '%' "
-                                                                                      "  ELSE f.state END, count(k.*) FILTER (WHERE k.state = " SQL_STATE(
-                                                                                              STATE_DONE) "), f.chunks, "
-                                                                                                          " coalesce(sum(k.rows_loaded), 0), coalesce(sum(k.rows_rejected), 0), "
-                                                                                                          " coalesce(sum(k.rows_superseded), 0), f.aggregated_at IS NOT NULL, coalesce(f.error, '') "
-                                                                                                          "FROM ingest.files f LEFT JOIN ingest.chunks k ON k.file_id = f.id "
-                                                                                                          "WHERE f.name = $1 AND f.id > $2 GROUP BY f.id ORDER BY f.id LIMIT 1",
+                        "SELECT f.id, CASE WHEN f.state = " SQL_LOADING " AND f.deferred_key IS NOT NULL "
+                        "  AND count(k.*) FILTER (WHERE k.state <> " SQL_DONE ") = 0 "
+                        "  THEN 'building the key of products' "
+                        "  WHEN f.state = " SQL_NEW " AND f.size > 0 "
+                        "  THEN 'planning ' || (100 * f.planned_bytes / f.size) || '%' "
+                        "  ELSE f.state END, count(k.*) FILTER (WHERE k.state = " SQL_DONE "), f.chunks, "
+                        " coalesce(sum(k.rows_loaded), 0), coalesce(sum(k.rows_rejected), 0), "
+                        " coalesce(sum(k.rows_superseded), 0), f.aggregated_at IS NOT NULL, coalesce(f.error, '') "
+                        "FROM ingest.files f LEFT JOIN ingest.chunks k ON k.file_id = f.id "
+                        "WHERE f.name = $1 AND f.id > $2 GROUP BY f.id ORDER BY f.id LIMIT 1",
                         2, p);
                 if (!res) {
                         free(shown);
@@ -225,13 +221,12 @@ static int cmd_drop(Cli *c, const char *src, bool update)
 
 static const char status_sql[] =
         "SELECT f.id, f.name, f.kind, f.state, "
-        "  count(k.*) FILTER (WHERE k.state = " SQL_STATE(
-                STATE_DONE) ") AS chunks_done, f.chunks, f.data_rows, "
-                            "  coalesce(sum(k.rows_loaded), 0) AS rows_loaded, coalesce(sum(k.rows_rejected), 0) AS rows_rejected, "
-                            "  coalesce(sum(k.rows_superseded), 0) AS rows_superseded, f.size, f.sha256, "
-                            "  f.registered_at, f.finished_at, f.aggregated_at, f.error, f.lanes "
-                            "FROM ingest.files f LEFT JOIN ingest.chunks k ON k.file_id = f.id "
-                            "GROUP BY f.id ORDER BY f.id DESC LIMIT $1";
+        "  count(k.*) FILTER (WHERE k.state = " SQL_DONE ") AS chunks_done, f.chunks, f.data_rows, "
+        "  coalesce(sum(k.rows_loaded), 0) AS rows_loaded, coalesce(sum(k.rows_rejected), 0) AS rows_rejected, "
+        "  coalesce(sum(k.rows_superseded), 0) AS rows_superseded, f.size, f.sha256, "
+        "  f.registered_at, f.finished_at, f.aggregated_at, f.error, f.lanes "
+        "FROM ingest.files f LEFT JOIN ingest.chunks k ON k.file_id = f.id "
+        "GROUP BY f.id ORDER BY f.id DESC LIMIT $1";
 
 static int cmd_status(Cli *c)
 {

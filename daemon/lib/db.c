@@ -133,6 +133,15 @@ int db_copy_end(PGconn *c, char **ret_error)
         return db_copy_result(c, ret_error);
 }
 
+int db_copy_rows(PGconn *c, char **ret_error, const char *sql, const char *data, size_t n)
+{
+        int r = db_copy_begin(c, ret_error, sql);
+
+        if (r == 0)
+                r = db_copy_put(c, ret_error, data, n);
+        return r == 0 ? db_copy_end(c, ret_error) : r;
+}
+
 int db_copy_result(PGconn *c, char **ret_error)
 {
         PGresult *res = PQgetResult(c);

@@ -28,6 +28,8 @@ int db_copy_begin(PGconn *c, char **ret_error, const char *sql);
 int db_copy_put(PGconn *c, char **ret_error, const char *data, size_t n);
 int db_copy_end(PGconn *c, char **ret_error);
 int db_copy_result(PGconn *c, char **ret_error);
+/* COPY sql FROM STDIN of data[0, n) in one go: begin, put, end. */
+int db_copy_rows(PGconn *c, char **ret_error, const char *sql, const char *data, size_t n);
 /* "message (SQLSTATE xxxxx)" for a failed result. */
 char *db_error(PGconn *c, const PGresult *res);
 /* True when an error of db_error is a unique violation (SQLSTATE 23505). */

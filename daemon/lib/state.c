@@ -76,7 +76,7 @@ int file_register(
 
         return db_exec(c, ret_error,
                 "INSERT INTO ingest.files (id, name, kind, path, state, error, finished_at) "
-                "VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $5 = " SQL_STATE(STATE_FAILED) " THEN now() END)",
+                "VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $5 = " SQL_FAILED " THEN now() END)",
                 6, p);
 }
 
@@ -85,7 +85,7 @@ int file_forget(PGconn *c, int64_t id, char **ret_error)
         Ids k = ids_of(id, 0);
         const char *p[1] = { k.file };
 
-        return db_exec(c, ret_error, "DELETE FROM ingest.files WHERE id = $1 AND state = " SQL_STATE(STATE_NEW), 1, p);
+        return db_exec(c, ret_error, "DELETE FROM ingest.files WHERE id = $1 AND state = " SQL_NEW, 1, p);
 }
 
 /* The chunks of a plan as COPY text: each byte range becomes `lanes` chunks,
@@ -117,19 +117,14 @@ int file_planned(PGconn *c, int64_t id, const Plan *plan, int lanes, char **ret_
         put_chunks(&b, k.file, plan, lanes);
         int r = db_exec(c, ret_error, "BEGIN", 0, NULL);
         if (r == 0)
-                r = db_copy_begin(c, ret_error,
-                        "COPY ingest.chunks (file_id, no, start_offset, end_offset, "
-                        "first_line, lane) FROM STDIN");
-        if (r == 0)
-                r = db_copy_put(c, ret_error, b.data, b.len);
-        if (r == 0)
-                r = db_copy_end(c, ret_error);
+                r = db_copy_rows(c, ret_error,
+                        "COPY ingest.chunks (file_id, no, start_offset, end_offset, first_line, lane) FROM STDIN",
+                        b.data, b.len);
         if (r == 0)
                 r = db_exec(c, ret_error,
-                        "UPDATE ingest.files SET state = " SQL_STATE(
-                                STATE_LOADING) ", sha256 = $2, size = $3, "
-                                               "chunks = $4, data_rows = $5, lanes = $6, started_at = now() "
-                                               "WHERE id = $1 AND state = " SQL_STATE(STATE_NEW),
+                        "UPDATE ingest.files SET state = " SQL_LOADING ", sha256 = $2, size = $3, "
+                        "chunks = $4, data_rows = $5, lanes = $6, started_at = now() "
+                        "WHERE id = $1 AND state = " SQL_NEW,
                         6, p);
         buf_free(&b);
         return db_end(c, r, ret_error);
@@ -145,7 +140,7 @@ int file_close(PGconn *c, int64_t id, FileState final, const char *reason, char 
                 " rows_loaded = t.l, rows_rejected = t.r, rows_superseded = t.s "
                 "FROM (SELECT coalesce(sum(rows_loaded), 0) l, coalesce(sum(rows_rejected), 0) r, "
                 "             coalesce(sum(rows_superseded), 0) s FROM ingest.chunks WHERE file_id = $1) t "
-                "WHERE f.id = $1 AND f.state IN (" SQL_STATE(STATE_NEW) ", " SQL_STATE(STATE_LOADING) ")",
+                "WHERE f.id = $1 AND f.state IN (" SQL_NEW ", " SQL_LOADING ")",
                 3, p);
 }
 
@@ -157,20 +152,16 @@ int file_requeue(PGconn *c, int64_t id, char **ret_error)
 
         if (r == 0)
                 r = db_exec(c, ret_error,
-                        "UPDATE ingest.chunks SET state = " SQL_STATE(
-                                STATE_PENDING) ", attempts = 0, "
-                                               "next_attempt = NULL, error = NULL WHERE file_id = $1 "
-                                               "AND state IN (" SQL_STATE(STATE_PENDING) ", " SQL_STATE(
-                                                       STATE_FAILED) ")",
+                        "UPDATE ingest.chunks SET state = " SQL_PENDING ", attempts = 0, "
+                        "next_attempt = NULL, error = NULL WHERE file_id = $1 "
+                        "AND state IN (" SQL_PENDING ", " SQL_FAILED ")",
                         1, p);
-        PGresult *res =
-                r < 0 ? NULL
-                      : db_query(c, ret_error,
-                                "UPDATE ingest.files SET state = " SQL_STATE(
-                                        STATE_LOADING) ", error = NULL, finished_at = NULL, "
-                                                       "aggregated_at = NULL WHERE id = $1 AND state = " SQL_STATE(
-                                                               STATE_FAILED),
-                                1, p);
+        PGresult *res = r < 0 ? NULL
+                              : db_query(c, ret_error,
+                                        "UPDATE ingest.files SET state = " SQL_LOADING
+                                        ", error = NULL, finished_at = NULL, "
+                                        "aggregated_at = NULL WHERE id = $1 AND state = " SQL_FAILED,
+                                        1, p);
         int requeued = res && strcmp(PQcmdTuples(res), "1") == 0;
         PQclear(res);
         r = db_end(c, res ? 0 : -EIO, ret_error);
@@ -185,10 +176,9 @@ int chunk_claim(PGconn *c, int64_t file_id, int no, int pid, char **ret_error)
 
         snprintf(pids, sizeof pids, "%d", pid);
         PGresult *res = db_query(c, ret_error,
-                "UPDATE ingest.chunks SET state = " SQL_STATE(
-                        STATE_LOADING) ", attempts = attempts + 1, "
-                                       "worker_pid = $3, started_at = now() "
-                                       "WHERE file_id = $1 AND no = $2 AND state = " SQL_STATE(STATE_PENDING),
+                "UPDATE ingest.chunks SET state = " SQL_LOADING ", attempts = attempts + 1, "
+                "worker_pid = $3, started_at = now() "
+                "WHERE file_id = $1 AND no = $2 AND state = " SQL_PENDING,
                 3, p);
         int claimed = res && strcmp(PQcmdTuples(res), "1") == 0;
 
@@ -207,10 +197,9 @@ int chunk_done(PGconn *c, int64_t file_id, int no, const ChunkRows *rows, const 
         snprintf(s, sizeof s, "%" PRIu64, rows->superseded);
         /* the worker holds the row locked and saw it unfinished */
         return db_exec(c, ret_error,
-                "UPDATE ingest.chunks SET state = " SQL_STATE(
-                        STATE_DONE) ", rows_loaded = $3, rows_rejected = $4, "
-                                    "rows_superseded = $5, apply_path = $6, finished_at = now(), error = NULL "
-                                    "WHERE file_id = $1 AND no = $2 AND state <> " SQL_STATE(STATE_DONE),
+                "UPDATE ingest.chunks SET state = " SQL_DONE ", rows_loaded = $3, rows_rejected = $4, "
+                "rows_superseded = $5, apply_path = $6, finished_at = now(), error = NULL "
+                "WHERE file_id = $1 AND no = $2 AND state <> " SQL_DONE,
                 6, p);
 }
 
@@ -225,7 +214,7 @@ int chunk_release(PGconn *c, int64_t file_id, int no, ChunkState to, double dela
                 "UPDATE ingest.chunks SET state = $3, worker_pid = NULL, "
                 "next_attempt = now() + $4::float8 * interval '1 second', "
                 "attempts = greatest(attempts - $5::int, 0) "
-                "WHERE file_id = $1 AND no = $2 AND state = " SQL_STATE(STATE_LOADING),
+                "WHERE file_id = $1 AND no = $2 AND state = " SQL_LOADING,
                 5, p);
 }
 
@@ -244,11 +233,9 @@ int chunks_reset_orphans(PGconn *c, const char *const *live, size_t n_live, char
         buf_append(&arr, "}", 2);
         const char *p[1] = { arr.data };
         int r = db_exec(c, ret_error,
-                "UPDATE ingest.chunks SET state = " SQL_STATE(
-                        STATE_PENDING) ", worker_pid = NULL "
-                                       "WHERE state = " SQL_STATE(
-                                               STATE_LOADING) " "
-                                                              "AND NOT (file_id::text || ':' || no::text = ANY ($1::text[]))",
+                "UPDATE ingest.chunks SET state = " SQL_PENDING ", worker_pid = NULL "
+                "WHERE state = " SQL_LOADING " "
+                "AND NOT (file_id::text || ':' || no::text = ANY ($1::text[]))",
                 1, p);
         buf_free(&arr);
         return r;

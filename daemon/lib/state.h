@@ -31,8 +31,12 @@
 #define STATE_LOADING "loading"
 #define STATE_DONE "done"
 #define STATE_FAILED "failed"
-/* A state as an SQL literal: "state = " SQL_STATE(STATE_DONE). */
-#define SQL_STATE(s) "'" s "'"
+/* Each state as an SQL literal, from the one text above: "state = " SQL_DONE. */
+#define SQL_NEW "'" STATE_NEW "'"
+#define SQL_PENDING "'" STATE_PENDING "'"
+#define SQL_LOADING "'" STATE_LOADING "'"
+#define SQL_DONE "'" STATE_DONE "'"
+#define SQL_FAILED "'" STATE_FAILED "'"
 
 typedef enum FileState { FILE_NEW, FILE_LOADING, FILE_DONE, FILE_FAILED } FileState;
 typedef enum ChunkState { CHUNK_PENDING, CHUNK_LOADING, CHUNK_DONE, CHUNK_FAILED } ChunkState;

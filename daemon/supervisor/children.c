@@ -55,7 +55,7 @@ bool children_chunk_running(const Children *ch, int64_t file_id, int no)
         return false;
 }
 
-void children_add(Children *ch, Child c)
+static void children_add(Children *ch, Child c)
 {
         if (ch->n == ch->cap) {
                 ch->cap = ch->cap ? ch->cap * 2 : 8;
@@ -82,7 +82,10 @@ void children_signal(const Children *ch, int sig, int64_t file_id)
                         kill(ch->list[i].pid, sig);
 }
 
-pid_t children_fork(Children *ch, char *const argv[], int *ret_go)
+/* Forks a child that waits for children_release() before it execs
+ * /proc/self/exe with argv; it dies with the supervisor (PR_SET_PDEATHSIG).
+ * The pid, or -errno; *ret_go is the release end. */
+static pid_t children_fork(Children *ch, char *const argv[], int *ret_go)
 {
         pid_t parent = getpid();
         int p[2];

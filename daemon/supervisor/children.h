@@ -26,17 +26,12 @@ size_t children_count(const Children *ch, ChildType type);
 size_t children_total(const Children *ch);
 const Child *children_at(const Children *ch, size_t i);
 bool children_chunk_running(const Children *ch, int64_t file_id, int no);
-/* Forks a child that waits for children_release() before it execs
- * /proc/self/exe with argv; it dies with the supervisor (PR_SET_PDEATHSIG).
- * The pid, or -errno; *ret_go is the release end. */
-pid_t children_fork(Children *ch, char *const argv[], int *ret_go);
 /* Forks `ingestd -c config_path ARGS... [--debug]` as child c (args ends
  * with NULL; at most 6) and records it; children_release() lets it run. The
  * pid, or -errno. */
 pid_t children_start(Children *ch, const char *config_path, Child c, const char *const args[], int *ret_go);
 /* go: exec; !go: the child exits without running. Closes go_fd. */
 void children_release(int go_fd, bool go);
-void children_add(Children *ch, Child c);
 /* Removes the child with pid into *ret; false when it is not ours. */
 bool children_take(Children *ch, pid_t pid, Child *ret);
 /* Sends sig to every child, or (file_id >= 0) to the chunk workers of that file. */

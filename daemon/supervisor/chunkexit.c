@@ -63,7 +63,7 @@ static void log_chunk_done(PGconn *conn, const Child *c)
         PGresult *res = chunk_query(conn, c,
                 "SELECT f.name, k.rows_loaded, k.rows_rejected, k.rows_superseded, k.attempts, f.chunks "
                 "FROM ingest.chunks k JOIN ingest.files f ON f.id = k.file_id "
-                "WHERE k.file_id = $1 AND k.no = $2 AND k.state = " SQL_STATE(STATE_DONE));
+                "WHERE k.file_id = $1 AND k.no = $2 AND k.state = " SQL_DONE);
         if (res)
                 log_ctx(LOG_INFO,
                         (LogCtx){ PQgetvalue(res, 0, 0), c->file_id, c->chunk_no, atoll(PQgetvalue(res, 0, 1)),

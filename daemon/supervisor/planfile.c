@@ -61,7 +61,7 @@ static void on_progress(uint64_t done, uint64_t size, void *ud)
         snprintf(n, sizeof n, "%" PRIu64, size);
         db_exec(pj->conn, NULL,
                 "UPDATE ingest.files SET planned_bytes = $2, size = $3 "
-                "WHERE id = $1 AND state = " SQL_STATE(STATE_NEW),
+                "WHERE id = $1 AND state = " SQL_NEW,
                 3, p);
 }
 
@@ -72,7 +72,7 @@ static int read_file_row(PlanJob *pj, char **ret_error)
         const char *p[1] = { pj->ids };
         PGresult *res = db_query(pj->conn, ret_error,
                 "SELECT kind, path FROM ingest.files "
-                "WHERE id = $1 AND state = " SQL_STATE(STATE_NEW),
+                "WHERE id = $1 AND state = " SQL_NEW,
                 1, p);
 
         if (!res)

@@ -237,8 +237,8 @@ int registry_rescan(PGconn *c, const Config *cfg, int *ret_deferred)
  * plan child (planfile.h). */
 static int recover_new_files(PGconn *c, const Config *cfg)
 {
-        PGresult *res = db_query(c, NULL,
-                "SELECT id, path FROM ingest.files WHERE state = " SQL_STATE(STATE_NEW) " ORDER BY id", 0, NULL);
+        PGresult *res = db_query(
+                c, NULL, "SELECT id, path FROM ingest.files WHERE state = " SQL_NEW " ORDER BY id", 0, NULL);
 
         if (!res)
                 return -EIO;
@@ -255,9 +255,8 @@ static int recover_new_files(PGconn *c, const Config *cfg)
 static int recover_final_moves(PGconn *c, const Config *cfg)
 {
         PGresult *res = db_query(c, NULL,
-                "SELECT path, state FROM ingest.files WHERE state IN (" SQL_STATE(STATE_DONE) ", " SQL_STATE(
-                        STATE_FAILED) ") "
-                                      "AND finished_at > now() - interval '7 days' ORDER BY id",
+                "SELECT path, state FROM ingest.files WHERE state IN (" SQL_DONE ", " SQL_FAILED ") "
+                "AND finished_at > now() - interval '7 days' ORDER BY id",
                 0, NULL);
 
         if (!res)

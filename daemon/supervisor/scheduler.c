@@ -120,8 +120,8 @@ static int maybe_plan(Pass *p)
 
         if (children_count(p->sc->children, CHILD_PLAN) > 0 || now_monotonic() < p->sc->plan_retry_at)
                 return 0;
-        PGresult *res = db_query(p->c, &err,
-                "SELECT id FROM ingest.files WHERE state = " SQL_STATE(STATE_NEW) " ORDER BY id LIMIT 1", 0, NULL);
+        PGresult *res = db_query(
+                p->c, &err, "SELECT id FROM ingest.files WHERE state = " SQL_NEW " ORDER BY id LIMIT 1", 0, NULL);
         if (!res)
                 return failed(p, "planning", err);
         if (PQntuples(res) == 1) {
@@ -141,10 +141,9 @@ static int key_first(Pass *p)
         char *err = NULL;
         PGresult *res = db_query(p->c, &err,
                 "SELECT f.id, f.path FROM ingest.files f WHERE f.deferred_key IS NOT NULL "
-                "  AND (f.state <> " SQL_STATE(STATE_LOADING) " OR NOT EXISTS (SELECT 1 FROM ingest.chunks c "
-                                                              "       WHERE c.file_id = f.id AND c.state <> " SQL_STATE(
-                                                                      STATE_DONE) ")) "
-                                                                                  "ORDER BY f.id LIMIT 1",
+                "  AND (f.state <> " SQL_LOADING " OR NOT EXISTS (SELECT 1 FROM ingest.chunks c "
+                "       WHERE c.file_id = f.id AND c.state <> " SQL_DONE ")) "
+                "ORDER BY f.id LIMIT 1",
                 0, NULL);
 
         if (!res)
@@ -210,7 +209,7 @@ static int schedule_file(Pass *p, int64_t file_id, const char *path, int total, 
         snprintf(lim, sizeof lim, "%d", workers);
         PGresult *res = db_query(p->c, &err,
                 "SELECT no, state, extract(epoch FROM next_attempt), extract(epoch FROM now()) FROM ingest.chunks "
-                "WHERE file_id = $1 AND state <> " SQL_STATE(STATE_DONE) " ORDER BY no LIMIT $2",
+                "WHERE file_id = $1 AND state <> " SQL_DONE " ORDER BY no LIMIT $2",
                 2, prm);
         if (!res)
                 return failed(p, "scheduling", err);
@@ -233,19 +232,15 @@ static int schedule_file(Pass *p, int64_t file_id, const char *path, int total, 
         return r < 0 ? r : left > 0;
 }
 
-static const char first_file_sql[] = "SELECT id, path, chunks, count(c.*) FILTER (WHERE c.state <> " SQL_STATE(
-        STATE_DONE) "), "
-                    " f.key_decided, f.deferred_key IS NOT NULL, "
-                    " coalesce(sum(c.rows_loaded + c.rows_rejected + c.rows_superseded) "
-                    "          FILTER (WHERE c.state = " SQL_STATE(
-                            STATE_DONE) "), 0) "
-                                        "   / greatest(extract(epoch FROM now() - f.started_at), 0.001), "
-                                        " f.state = " SQL_STATE(
-                                                STATE_NEW) ", 100.0 * f.planned_bytes / greatest(f.size, 1) "
-                                                           "FROM ingest.files f LEFT JOIN ingest.chunks c ON c.file_id = f.id "
-                                                           "WHERE f.state IN (" SQL_STATE(STATE_NEW) ", " SQL_STATE(
-                                                                   STATE_LOADING) ") "
-                                                                                  "GROUP BY f.id ORDER BY f.id LIMIT 1";
+static const char first_file_sql[] = "SELECT id, path, chunks, count(c.*) FILTER (WHERE c.state <> " SQL_DONE "), "
+                                     " f.key_decided, f.deferred_key IS NOT NULL, "
+                                     " coalesce(sum(c.rows_loaded + c.rows_rejected + c.rows_superseded) "
+                                     "          FILTER (WHERE c.state = " SQL_DONE "), 0) "
+                                     "   / greatest(extract(epoch FROM now() - f.started_at), 0.001), "
+                                     " f.state = " SQL_NEW ", 100.0 * f.planned_bytes / greatest(f.size, 1) "
+                                     "FROM ingest.files f LEFT JOIN ingest.chunks c ON c.file_id = f.id "
+                                     "WHERE f.state IN (" SQL_NEW ", " SQL_LOADING ") "
+                                     "GROUP BY f.id ORDER BY f.id LIMIT 1";
 
 /* The oldest unfinished file: its next chunks, or its finish. 1 when it was
  * finished (the next file may go on), 0 when it is still at work or there is

@@ -47,7 +47,6 @@ typedef struct Supervisor {
         SupState state;
         bool ready_sent;
         int epoll_fd, signal_fd, timer_fd;
-        sigset_t old_mask;
         Watcher *watcher;
         PGconn *conn;
         Children *children;
@@ -294,7 +293,7 @@ static int add_fd(Supervisor *s, int fd)
 
 static int setup(Supervisor *s)
 {
-        sigset_t mask;
+        sigset_t mask, old_mask;
         char *err = NULL;
         int r;
 
@@ -303,8 +302,8 @@ static int setup(Supervisor *s)
         sigaddset(&mask, SIGINT);
         sigaddset(&mask, SIGHUP);
         sigaddset(&mask, SIGCHLD);
-        sigprocmask(SIG_BLOCK, &mask, &s->old_mask);
-        s->children = children_new(&s->old_mask);
+        sigprocmask(SIG_BLOCK, &mask, &old_mask);
+        s->children = children_new(&old_mask); /* children restore the mask before exec */
         s->scheduler = scheduler_new(s->config_path, s->children, s->cfg);
         if (registry_make_dirs(s->cfg, &err) < 0) {
                 log_msg(LOG_ERR, "cannot create folders: %s", err);

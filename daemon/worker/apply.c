@@ -6,16 +6,6 @@
 #include <errno.h>
 #include <stdlib.h>
 
-int apply_copy_rows(PGconn *c, const char *sql, Buf *rows, char **ret_error)
-{
-        int r = db_copy_begin(c, ret_error, sql);
-
-        if (r == 0)
-                r = db_copy_put(c, ret_error, rows->data, rows->len);
-        rows->len = 0;
-        return r == 0 ? db_copy_end(c, ret_error) : r;
-}
-
 int apply_new_rows_begin(PGconn *c, char **ret_error) { return db_exec(c, ret_error, "SAVEPOINT new_rows", 0, NULL); }
 
 int apply_new_rows_end(PGconn *c, int r, char **ret_error)

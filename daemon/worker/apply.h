@@ -75,9 +75,6 @@ extern const ApplyPath apply_deferred; /* products' key deferred: rows straight 
 
 /* ---- shared by the paths (apply.c); none of these calls back --------- */
 
-/* COPY sql FROM STDIN of rows in one go; rows is emptied. 0, -EEXIST (a
- * unique violation) or -EIO. */
-int apply_copy_rows(PGconn *c, const char *sql, Buf *rows, char **ret_error);
 /* Rows copied as new run under a savepoint: apply_new_rows_end() releases it
  * when r == 0, and on a unique violation (a key there after all) rolls it
  * back and returns -EEXIST with *ret_error cleared, so the caller applies the

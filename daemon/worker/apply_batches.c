@@ -76,7 +76,7 @@ static int run_update(BatchPath *b, Buf *out, char **ret_error)
         out->len = 0;
         batch_put_updates(&b->batch, out);
         if (r == 0)
-                r = apply_copy_rows(conn, "COPY pg_temp.upd FROM STDIN", out, ret_error);
+                r = db_copy_rows(conn, ret_error, "COPY pg_temp.upd FROM STDIN", out->data, out->len);
         if (r == 0)
                 r = db_exec(conn, ret_error, b->update_sql, 1, b->c->ids);
         if (r == 0)
@@ -119,7 +119,8 @@ static int record_deltas(BatchPath *b, const Existing *ex, Buf *out, char **ret_
                 b->agg_recount = b->agg_marked = true;
                 return apply_request_recount(b->c->conn, ret_error);
         }
-        return apply_copy_rows(b->c->conn, "COPY ingest.agg_delta (name, delta) FROM STDIN", out, ret_error);
+        return db_copy_rows(
+                b->c->conn, ret_error, "COPY ingest.agg_delta (name, delta) FROM STDIN", out->data, out->len);
 }
 
 static void reject_unknown(BatchPath *b)
@@ -187,7 +188,7 @@ static int probe_and_apply(BatchPath *b, char **ret_error)
                 batch_put_inserts(&b->batch, b->c->file_id, out);
         }
         if (r == 0 && n.inserts)
-                r = apply_copy_rows(b->c->conn, insert_sql, out, ret_error);
+                r = db_copy_rows(b->c->conn, ret_error, insert_sql, out->data, out->len);
         if (r == 0 && n.updates)
                 r = run_update(b, out, ret_error);
         if (r == 0)
@@ -213,7 +214,7 @@ static int copy_as_new(BatchPath *b, BatchCounts *n, char **ret_error)
         batch_classify(&b->batch, NULL, 0, &b->rules, n);
         b->scratch.len = 0;
         batch_put_inserts(&b->batch, b->c->file_id, &b->scratch);
-        return n->inserts ? apply_copy_rows(b->c->conn, insert_sql, &b->scratch, ret_error) : 0;
+        return n->inserts ? db_copy_rows(b->c->conn, ret_error, insert_sql, b->scratch.data, b->scratch.len) : 0;
 }
 
 /* A first load (ApplyChunk.keys_known): a probe of a few keys spread over

@@ -62,12 +62,11 @@ static int piece(void *state, Buf *rows, char **ret_error)
         batch_put_inserts(&d->batch, d->c->file_id, &d->out);
         d->sum.rows += n.rows;
         d->sum.distinct += n.distinct;
-        d->sum.pieces++;
-        d->sum.new_pieces++;
-        return n.inserts ? apply_copy_rows(d->c->conn,
+        d->sum.pieces++; /* not new_pieces: nothing is looked up here to skip */
+        return n.inserts ? db_copy_rows(d->c->conn, ret_error,
                                    "COPY public.products (sku, name, description, file_seq, "
                                    "line) FROM STDIN",
-                                   &d->out, ret_error)
+                                   d->out.data, d->out.len)
                          : 0;
 }
 
@@ -85,7 +84,8 @@ static int store_uncertain(DeferredPath *d, char **ret_error)
                 "line AS byte_offset FROM ingest.deferred_rows WITH NO DATA",
                 0, NULL);
         if (r == 0)
-                r = apply_copy_rows(c->conn, "COPY pg_temp.uncertain FROM STDIN", c->uncertain, ret_error);
+                r = db_copy_rows(
+                        c->conn, ret_error, "COPY pg_temp.uncertain FROM STDIN", c->uncertain->data, c->uncertain->len);
         if (r == 0)
                 r = db_exec(c->conn, ret_error,
                         "INSERT INTO ingest.deferred_rows (file_id, chunk_no, sku, name, description, file_seq, line) "

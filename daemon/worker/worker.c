@@ -218,10 +218,9 @@ static int on_piece(Buf *rows, void *ud)
 static int run_path(Chunk *ch)
 {
         note_later(ch); /* first: whether the keys are all known */
-        const char *ids[2] = { ch->ids[0], ch->ids[1] };
-        ApplyChunk ac = { ch->conn, ch->file_id, ch->chunk_no, { ids[0], ids[1] }, ch->kind, ch->cfg->key, &ch->header,
-                ch->kind == KIND_INGEST && ch->later.slot && !ch->later.incomplete, &ch->rejects, &ch->uncertain,
-                &ch->counts };
+        ApplyChunk ac = { ch->conn, ch->file_id, ch->chunk_no, { ch->ids[0], ch->ids[1] }, ch->kind, ch->cfg->key,
+                &ch->header, ch->kind == KIND_INGEST && ch->later.slot && !ch->later.incomplete, &ch->rejects,
+                &ch->uncertain, &ch->counts };
         LoaderInput in;
         int r;
 
@@ -284,7 +283,7 @@ static const char *apply_path(const Chunk *ch, char *buf, size_t size)
         const ApplyResult *r = &ch->result;
         const char *how = "";
 
-        if (ch->way != &apply_deferred && r->new_pieces > 0)
+        if (r->new_pieces > 0)
                 how = r->new_pieces == r->pieces ? "-new" : "-partly-new";
         snprintf(buf, size, "%s%s%s", ch->key_built ? "key+" : "", ch->way ? ch->way->name : "none", how);
         return buf;
@@ -294,10 +293,10 @@ static int store_rejects(Chunk *ch)
 {
         if (ch->rejects.len == 0)
                 return 0;
-        return apply_copy_rows(ch->conn,
+        return db_copy_rows(ch->conn, &ch->error,
                 "COPY ingest.rejects (file_id, chunk_no, line, byte_offset, reason, raw) "
                 "FROM STDIN",
-                &ch->rejects, &ch->error);
+                ch->rejects.data, ch->rejects.len);
 }
 
 static int mark_done(Chunk *ch)

@@ -41,7 +41,7 @@ static void test_chunk_states(void **state)
         ChunkState untouched = CHUNK_DONE;
         assert_int_equal(chunk_state_parse("new", &untouched), -EINVAL);
         assert_int_equal(untouched, CHUNK_DONE);
-        assert_string_equal(SQL_STATE(STATE_DONE), "'done'");
+        assert_string_equal(SQL_DONE, "'done'");
 }
 
 int main(void)
