@@ -107,6 +107,31 @@ ALTER TABLE ingest.chunks ADD COLUMN IF NOT EXISTS apply_path text;
 -- written and never read before: claims get an owner and a lease with several nodes
 ALTER TABLE ingest.chunks DROP COLUMN IF EXISTS lease_until;
 
+-- Several nodes share one database (docs/SCALING.md). Each supervisor keeps
+-- its row here, heartbeat_at renewed every cluster.heartbeat seconds; a node
+-- silent for cluster.takeover_after is dead: another node deletes its row and
+-- releases its chunks (those whose row lock is not held by a live transaction).
+CREATE TABLE IF NOT EXISTS ingest.nodes (
+    node            text PRIMARY KEY,       -- cluster.node
+    pid             integer NOT NULL,
+    started_at      timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at    timestamptz NOT NULL DEFAULT now(),
+    version         text NOT NULL,
+    workers         integer NOT NULL
+);
+-- The leader's lease: the node that scans the folders, registers and plans
+-- files and refreshes products_agg, until `until` (renewed with the heartbeat).
+CREATE TABLE IF NOT EXISTS ingest.leader (
+    one             boolean PRIMARY KEY DEFAULT true CHECK (one),
+    node            text NOT NULL,
+    until           timestamptz NOT NULL
+);
+-- The node that holds a loading chunk (claimed before its worker forks) and,
+-- once done, the node that committed it. The claim's lease is its node's
+-- heartbeat; attempts, counted at the claim, tells one claim from the next.
+ALTER TABLE ingest.chunks ADD COLUMN IF NOT EXISTS node text;
+CREATE INDEX IF NOT EXISTS chunks_loading ON ingest.chunks (node) WHERE state = 'loading';
+
 CREATE TABLE IF NOT EXISTS public.products_agg (
     name            text COLLATE "C" PRIMARY KEY,   -- byte order: see products
     no_of_products  bigint NOT NULL

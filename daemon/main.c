@@ -74,17 +74,20 @@ static int run_build_key(const Config *cfg, const char *arg)
         return r < 0 ? EX_TEMPFAIL : 0;
 }
 
+/* --worker FILE_ID CHUNK NODE CLAIM PATH: the node and the claim's attempt
+ * number as the supervisor committed them (state.h). */
 static int run_worker(const Config *cfg, char **args)
 {
         char *end;
         long long file_id = strtoll(args[0], &end, 10);
-        long chunk = strtol(args[1], NULL, 10);
+        long chunk = strtol(args[1], NULL, 10), claim = strtol(args[3], NULL, 10);
 
-        if (*end || file_id <= 0 || chunk <= 0) {
-                log_msg(LOG_ERR, "--worker needs FILE_ID CHUNK PATH");
+        if (*end || file_id <= 0 || chunk <= 0 || claim <= 0) {
+                log_msg(LOG_ERR, "--worker needs FILE_ID CHUNK NODE CLAIM PATH");
                 return EX_USAGE;
         }
-        return outcome_exit_code(worker_run(cfg, file_id, (int)chunk, args[2]));
+        ChunkClaim cl = { file_id, (int)chunk, args[2], (int)claim };
+        return outcome_exit_code(worker_run(cfg, &cl, args[4]));
 }
 
 static int run_plan(const Config *cfg, const char *arg)
@@ -128,7 +131,7 @@ int main(int argc, char **argv)
                 default: usage(stderr); return EX_USAGE;
                 }
         }
-        int args = mode == 'W' ? 3 : mode == 'K' || mode == 'P' ? 1 : 0;
+        int args = mode == 'W' ? 5 : mode == 'K' || mode == 'P' ? 1 : 0;
         if (argc - optind != args) {
                 usage(stderr);
                 return EX_USAGE;

@@ -90,35 +90,58 @@ static int copy_fd(int in, int out)
         return n < 0 ? -errno : 0;
 }
 
+/* Copies in to path, created exclusively, and syncs it. */
+static int copy_to(int in, const char *path)
+{
+        int out = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        int r = out < 0 ? -errno : copy_fd(in, out);
+
+        if (r == 0 && fsync(out) < 0)
+                r = -errno;
+        if (out >= 0 && close(out) < 0 && r == 0)
+                r = -errno;
+        if (r < 0 && r != -EEXIST)
+                unlink(path);
+        return r;
+}
+
+/* Where rename cannot refuse to replace (some network filesystems): the
+ * copy is written under its final name, created exclusively; the daemon
+ * takes it once it is closed (inotify) or has stopped changing (poll). */
+static int drop_in_place(int in, const char *tmp, const char *dst)
+{
+        unlink(tmp);
+        if (lseek(in, 0, SEEK_SET) < 0)
+                return -errno;
+        return copy_to(in, dst);
+}
+
 /* Copies src to DIR/NAME via a dotfile, fsync and rename (the watcher sees
  * IN_MOVED_TO), never replacing a file of that name still waiting there. */
 static int drop_file(const char *src, const char *dir, const char *name)
 {
         char *tmp = xasprintf("%s/.%s.ingestctl-%d", dir, name, (int)getpid());
         char *dst = xasprintf("%s/%s", dir, name);
-        int in = open(src, O_RDONLY | O_CLOEXEC), out = -1, r;
+        int in = open(src, O_RDONLY | O_CLOEXEC), r;
 
         if (in < 0) {
                 r = -errno;
                 fprintf(stderr, "ingestctl: %s: %s\n", src, strerror(errno));
                 goto out;
         }
-        out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-        r = out < 0 ? -errno : copy_fd(in, out);
-        if (r == 0 && fsync(out) < 0)
-                r = -errno;
+        r = copy_to(in, tmp);
         if (r == 0 && renameat2(AT_FDCWD, tmp, AT_FDCWD, dst, RENAME_NOREPLACE) < 0)
                 r = -errno;
+        if (r == -EINVAL || r == -ENOSYS || r == -ENOTSUP)
+                r = drop_in_place(in, tmp, dst);
         if (r < 0)
                 fprintf(stderr, "ingestctl: cannot copy %s to %s: %s%s\n", src, dst, strerror(-r),
                         r == -EEXIST ? " (a file of that name is still waiting to be picked up)" : "");
-        if (r < 0 && out >= 0)
+        if (r < 0)
                 unlink(tmp);
 out:
         if (in >= 0)
                 close(in);
-        if (out >= 0)
-                close(out);
         free(tmp);
         free(dst);
         return r;
@@ -228,23 +251,56 @@ static const char status_sql[] =
         "FROM ingest.files f LEFT JOIN ingest.chunks k ON k.file_id = f.id "
         "GROUP BY f.id ORDER BY f.id DESC LIMIT $1";
 
+/* The nodes (ingest.nodes): heartbeat age, the chunks each holds (claimed,
+ * loading) and of those the ones whose worker has started. */
+static const char nodes_sql[] =
+        "SELECT n.node, n.pid, n.version, n.workers, "
+        "  round(extract(epoch FROM now() - n.heartbeat_at)::numeric, 1) AS heartbeat_age, n.started_at, "
+        "  coalesce(l.until > now(), false) AS leader, "
+        "  (SELECT count(*) FROM ingest.chunks k WHERE k.state = " SQL_LOADING " AND k.node = n.node) AS chunks_held, "
+        "  (SELECT count(*) FROM ingest.chunks k WHERE k.state = " SQL_LOADING " AND k.node = n.node "
+        "   AND k.worker_pid IS NOT NULL) AS workers_busy "
+        "FROM ingest.nodes n LEFT JOIN ingest.leader l ON l.node = n.node ORDER BY n.node";
+
+static void print_nodes(const PGresult *res)
+{
+        printf("\n%-24s %8s %-7s %7s %5s %5s %10s\n", "NODE", "PID", "ROLE", "WORKERS", "BUSY", "HELD", "HEARTBEAT");
+        for (int i = 0; i < PQntuples(res); i++) {
+                char age[40];
+                snprintf(age, sizeof age, "%s s ago", PQgetvalue(res, i, 4));
+                printf("%-24s %8s %-7s %7s %5s %5s %10s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+                        strcmp(PQgetvalue(res, i, 6), "t") == 0 ? "leader" : "loader", PQgetvalue(res, i, 3),
+                        PQgetvalue(res, i, 8), PQgetvalue(res, i, 7), age);
+        }
+}
+
+static int status_json(Cli *c, const char *const *p)
+{
+        char *err = NULL, *sql = xasprintf("SELECT json_build_object("
+                                           "'files', (SELECT coalesce(json_agg(s ORDER BY s.id), '[]') FROM (%s) s), "
+                                           "'nodes', (SELECT coalesce(json_agg(n), '[]') FROM (%s) n))",
+                                  status_sql, nodes_sql);
+        PGresult *res = db_query(c->conn, &err, sql, 1, p);
+
+        free(sql);
+        if (!res)
+                return die_db(c, "status", err);
+        puts(PQgetvalue(res, 0, 0));
+        PQclear(res);
+        return 0;
+}
+
 static int cmd_status(Cli *c)
 {
         char lim[32], *err = NULL;
         const char *p[1] = { lim };
 
         snprintf(lim, sizeof lim, "%ld", c->all ? 1000000000L : c->limit);
-        char *sql = c->json ? xasprintf("SELECT coalesce(json_agg(s ORDER BY s.id), '[]') FROM (%s) s", status_sql)
-                            : xstrdup(status_sql);
-        PGresult *res = db_query(c->conn, &err, sql, 1, p);
-        free(sql);
+        if (c->json)
+                return status_json(c, p);
+        PGresult *res = db_query(c->conn, &err, status_sql, 1, p);
         if (!res)
                 return die_db(c, "status", err);
-        if (c->json) {
-                puts(PQgetvalue(res, 0, 0));
-                PQclear(res);
-                return 0;
-        }
         printf("%-6s %-32s %-7s %-8s %9s %10s %10s %10s %10s  %s\n", "ID", "NAME", "KIND", "STATE", "CHUNKS", "ROWS",
                 "LOADED", "REJECTED", "SUPERSEDED", "ERROR");
         for (int i = PQntuples(res) - 1; i >= 0; i--) {
@@ -255,6 +311,10 @@ static int cmd_status(Cli *c)
                         PQgetvalue(res, i, 6), PQgetvalue(res, i, 7), PQgetvalue(res, i, 8), PQgetvalue(res, i, 9),
                         PQgetvalue(res, i, 15));
         }
+        PQclear(res);
+        if (!(res = db_query(c->conn, &err, nodes_sql, 0, NULL)))
+                return die_db(c, "status", err);
+        print_nodes(res);
         PQclear(res);
         return 0;
 }

@@ -45,6 +45,16 @@ const ConfigKey config_keys[] = {
                 "fraction of rejected rows above which a file is marked failed" },
         { "limits.max_field", CT_SIZE, OFF(max_field), "65536", 1, 1ULL << 30, true,
                 "longest field in bytes; longer ones reject their row" },
+        { "cluster.node", CT_STRING, OFF(node), NULL, 0, 0, false,
+                "this instance's name in ingest.nodes; unique among the nodes; default: the host name" },
+        { "cluster.heartbeat", CT_FLOAT, OFF(heartbeat), "2", 0.1, 60, true,
+                "seconds between the heartbeats of this node in ingest.nodes" },
+        { "cluster.takeover_after", CT_FLOAT, OFF(takeover_after), "10", 1, 3600, true,
+                "seconds without a heartbeat after which a node is dead and its chunks are taken over" },
+        { "watch", CT_WATCH, OFF(watch), "inotify", 0, 0, false,
+                "\"inotify\", or \"poll\" for network filesystems (inotify misses other hosts' writes)" },
+        { "watch_interval", CT_FLOAT, OFF(watch_interval), "1", 0.05, 3600, false,
+                "seconds between scans of the watched folders with watch = \"poll\"" },
 };
 const size_t config_n_keys = sizeof config_keys / sizeof config_keys[0];
 
@@ -57,11 +67,13 @@ static const char *type_name(ConfigType t)
         case CT_FLOAT: return "a number";
         case CT_BOOL: return "true or false";
         case CT_KEY: return "\"sku\" or \"sku,name\"";
+        case CT_WATCH: return "\"inotify\" or \"poll\"";
         }
         return "?";
 }
 
 const char *config_key_name(KeyMode k) { return k == KEY_SKU_NAME ? "sku,name" : "sku"; }
+const char *config_watch_name(WatchMode w) { return w == WATCH_POLL ? "poll" : "inotify"; }
 
 static int set_from_string(const ConfigKey *k, void *field, const char *s)
 {
@@ -87,6 +99,11 @@ static int set_from_string(const ConfigKey *k, void *field, const char *s)
                         *(KeyMode *)field = KEY_SKU_NAME;
                 else
                         return -EINVAL;
+                return 0;
+        case CT_WATCH:
+                if (strcmp(s, "inotify") != 0 && strcmp(s, "poll") != 0)
+                        return -EINVAL;
+                *(WatchMode *)field = strcmp(s, "poll") == 0 ? WATCH_POLL : WATCH_INOTIFY;
                 return 0;
         case CT_BOOL:
                 if (strcmp(s, "true") != 0 && strcmp(s, "false") != 0)
@@ -206,9 +223,36 @@ static Config *config_defaults(void)
         Config *c = xcalloc(1, sizeof *c);
 
         for (size_t i = 0; i < config_n_keys; i++)
-                if (set_from_string(&config_keys[i], (char *)c + config_keys[i].offset, config_keys[i].def) < 0)
+                if (config_keys[i].def &&
+                        set_from_string(&config_keys[i], (char *)c + config_keys[i].offset, config_keys[i].def) < 0)
                         abort(); /* the table itself is wrong */
         return c;
+}
+
+/* What one key alone cannot say: defaults computed at load, and rules
+ * between keys. */
+static int config_complete(Config *c, const char *path, char **ret_error)
+{
+        if (!c->node) {
+                char host[256] = "";
+                if (gethostname(host, sizeof host - 1) < 0 || !host[0])
+                        snprintf(host, sizeof host, "localhost");
+                c->node = xstrdup(host);
+        }
+        for (const char *n = c->node; *n; n++)
+                if (*n <= ' ' || *n == 0x7f || (n == c->node && *n == '-') || n - c->node >= 63) {
+                        *ret_error = xasprintf("%s: key 'cluster.node': \"%s\" is not a node name (up to 63 "
+                                               "printable characters, no spaces, not starting with '-')",
+                                path, c->node);
+                        return -EINVAL;
+                }
+        if (c->takeover_after < 2 * c->heartbeat) {
+                *ret_error = xasprintf("%s: key 'cluster.takeover_after' (%g s) must be at least twice "
+                                       "cluster.heartbeat (%g s), or live nodes would be taken for dead",
+                        path, c->takeover_after, c->heartbeat);
+                return -EINVAL;
+        }
+        return 0;
 }
 
 int config_load(const char *path, Config **ret, char **ret_error)
@@ -230,6 +274,8 @@ int config_load(const char *path, Config **ret, char **ret_error)
                 goto out;
         }
         r = apply_group(c, config_root_setting(&cfg), "", path, ret_error);
+        if (r == 0)
+                r = config_complete(c, path, ret_error);
 out:
         config_destroy(&cfg);
         if (r < 0) {
@@ -248,6 +294,7 @@ Config *config_free(Config *c)
         free(c->incoming);
         free(c->updates);
         free(c->state);
+        free(c->node);
         free(c);
         return NULL;
 }
@@ -269,6 +316,7 @@ static void value_text(const ConfigKey *k, const Config *c, char *out, size_t n)
         case CT_FLOAT: snprintf(out, n, "%g", *(const double *)f); break;
         case CT_BOOL: snprintf(out, n, "%s", *(const bool *)f ? "true" : "false"); break;
         case CT_KEY: snprintf(out, n, "\"%s\"", config_key_name(*(const KeyMode *)f)); break;
+        case CT_WATCH: snprintf(out, n, "\"%s\"", config_watch_name(*(const WatchMode *)f)); break;
         }
 }
 
@@ -301,7 +349,8 @@ void config_carry_restart_keys(Config *to, const Config *from)
                 [CT_SIZE] = sizeof(uint64_t),
                 [CT_FLOAT] = sizeof(double),
                 [CT_BOOL] = sizeof(bool),
-                [CT_KEY] = sizeof(KeyMode) };
+                [CT_KEY] = sizeof(KeyMode),
+                [CT_WATCH] = sizeof(WatchMode) };
 
         for (size_t i = 0; i < config_n_keys; i++) {
                 const ConfigKey *k = &config_keys[i];

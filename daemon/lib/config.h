@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 typedef enum KeyMode { KEY_SKU, KEY_SKU_NAME } KeyMode;
+typedef enum WatchMode { WATCH_INOTIFY, WATCH_POLL } WatchMode;
 
 typedef struct Config {
         char *conninfo;
@@ -24,15 +25,20 @@ typedef struct Config {
         double retry_backoff; /* seconds before the first retry */
         double rejects_max_ratio;
         uint64_t max_field;
+        char *node;            /* cluster.node: this instance's name; the host name by default */
+        double heartbeat;      /* seconds between heartbeats of ingest.nodes */
+        double takeover_after; /* seconds of silence after which a node is dead */
+        WatchMode watch;       /* inotify, or scanning every watch_interval (network filesystems) */
+        double watch_interval; /* seconds between scans in poll mode */
 } Config;
 
-typedef enum ConfigType { CT_STRING, CT_INT, CT_SIZE, CT_FLOAT, CT_BOOL, CT_KEY } ConfigType;
+typedef enum ConfigType { CT_STRING, CT_INT, CT_SIZE, CT_FLOAT, CT_BOOL, CT_KEY, CT_WATCH } ConfigType;
 
 typedef struct ConfigKey {
         const char *name; /* "retry.backoff" */
         ConfigType type;
         size_t offset;
-        const char *def; /* default, as written in the file */
+        const char *def; /* default, as written in the file; NULL: computed (cluster.node) */
         double min, max;
         bool reloadable;
         const char *help;
@@ -52,5 +58,6 @@ void config_print(const Config *c, FILE *f);
 /* Calls fn for each key whose value differs between a and b. */
 void config_diff(const Config *a, const Config *b, void (*fn)(const ConfigKey *k, void *ud), void *ud);
 const char *config_key_name(KeyMode k);
+const char *config_watch_name(WatchMode w);
 /* Copies the values of keys that need a restart from `from` into `to`. */
 void config_carry_restart_keys(Config *to, const Config *from);

@@ -12,9 +12,20 @@ static void ignore_notice(void *arg, const char *message)
         (void)message;
 }
 
+/* TCP keepalives and a user timeout on every connection, so that a peer
+ * that vanished (a host gone, a partition) fails our statements within
+ * seconds instead of the kernel's two hours. They come before the conninfo,
+ * which libpq expands last: what the operator wrote wins. Unix sockets
+ * ignore them. */
+static const char *const tcp_keys[] = { "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
+        "tcp_user_timeout", "dbname", NULL };
+static const char *const tcp_values[] = { "1", "5", "2", "3", "10000" };
+
 PGconn *db_connect(const char *conninfo, char **ret_error)
 {
-        PGconn *c = PQconnectdb(conninfo);
+        const char *values[] = { tcp_values[0], tcp_values[1], tcp_values[2], tcp_values[3], tcp_values[4], conninfo,
+                NULL };
+        PGconn *c = PQconnectdbParams(tcp_keys, values, 1);
 
         if (PQstatus(c) == CONNECTION_OK) {
                 PQsetNoticeProcessor(c, ignore_notice, NULL);

@@ -1,9 +1,13 @@
 /* schema.c - applies conf/schema.sql (compiled in) and creates products with
  * the configured key, all in one transaction under an advisory lock so that
- * concurrent start-ups do not race. */
+ * concurrent start-ups do not race. A digest of those statements, kept as the
+ * comment of schema ingest, says when they have run already: a start-up then
+ * runs no DDL, because ALTER TABLE locks products exclusively even when it
+ * changes nothing, and other nodes may be loading into it. */
 #include "schema.h"
 #include "db.h"
 #include "deferkey.h"
+#include "sha256.h"
 #include "util.h"
 
 #include <errno.h>
@@ -43,6 +47,39 @@ static int check_key(PGconn *c, KeyMode key, char **ret_error)
         return r;
 }
 
+static void schema_digest(const char *products, char out[65])
+{
+        Sha256 *h = sha256_new();
+
+        sha256_update(h, schema_sql, strlen(schema_sql));
+        sha256_update(h, products, strlen(products));
+        sha256_final_hex(h, out);
+}
+
+/* 1 when schema ingest carries this digest, 0 when not (or absent). */
+static int schema_current(PGconn *c, const char *digest, char **ret_error)
+{
+        const char *p[1] = { digest };
+
+        return db_query_bool(c, ret_error,
+                "SELECT d.description = $1 FROM pg_namespace n JOIN pg_description d "
+                "ON d.objoid = n.oid AND d.classoid = 'pg_namespace'::regclass WHERE n.nspname = 'ingest'",
+                1, p);
+}
+
+static int run_ddl(PGconn *c, const char *products, const char *digest, char **ret_error)
+{
+        char *mark = xasprintf("COMMENT ON SCHEMA ingest IS '%s'", digest); /* hex digits only */
+        int r = db_script(c, ret_error, schema_sql);
+
+        if (r == 0)
+                r = db_script(c, ret_error, products);
+        if (r == 0)
+                r = db_exec(c, ret_error, mark, 0, NULL);
+        free(mark);
+        return r;
+}
+
 int schema_migrate(PGconn *c, KeyMode key, char **ret_error)
 {
         /* COLLATE "C": skus and names are identifiers, compared byte-wise;
@@ -55,19 +92,25 @@ int schema_migrate(PGconn *c, KeyMode key, char **ret_error)
                 "ALTER TABLE public.products ADD COLUMN IF NOT EXISTS file_seq bigint NOT NULL DEFAULT 0;"
                 "ALTER TABLE public.products ADD COLUMN IF NOT EXISTS line bigint NOT NULL DEFAULT 0;",
                 key == KEY_SKU_NAME ? "sku, name" : "sku");
-        int r = -EIO;
+        char digest[65];
+        int r;
 
-        if (db_exec(c, ret_error, "BEGIN", 0, NULL) < 0)
-                goto out;
-        if (db_exec(c, ret_error, "SELECT pg_advisory_xact_lock(hashtext('ingestd.schema'))", 0, NULL) < 0)
-                goto rollback;
-        if (db_script(c, ret_error, schema_sql) < 0 || db_script(c, ret_error, products) < 0)
-                goto rollback;
-        r = db_end(c, check_key(c, key, ret_error), ret_error);
-        goto out;
-rollback:
-        r = db_end(c, -EIO, ret_error);
-out:
+        schema_digest(products, digest);
+        if ((r = schema_current(c, digest, ret_error)) != 0) {
+                free(products);
+                return r < 0 ? r : check_key(c, key, ret_error);
+        }
+        r = db_exec(c, ret_error, "BEGIN", 0, NULL);
+        if (r == 0)
+                r = db_exec(c, ret_error, "SELECT pg_advisory_xact_lock(hashtext('ingestd.schema'))", 0, NULL);
+        /* a node that started at the same moment may have run it meanwhile */
+        int current = r < 0 ? 0 : schema_current(c, digest, ret_error);
+        if (r == 0 && current < 0)
+                r = current;
+        if (r == 0 && current == 0)
+                r = run_ddl(c, products, digest, ret_error);
+        if (r == 0)
+                r = check_key(c, key, ret_error);
         free(products);
-        return r;
+        return db_end(c, r, ret_error);
 }

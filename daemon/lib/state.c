@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char *const file_states[] = {
@@ -168,57 +169,81 @@ int file_requeue(PGconn *c, int64_t id, char **ret_error)
         return r < 0 ? r : requeued;
 }
 
-int chunk_claim(PGconn *c, int64_t file_id, int no, int pid, char **ret_error)
+int chunk_claim(PGconn *c, int64_t file_id, int no, const char *node, char **ret_error)
 {
         Ids k = ids_of(file_id, no);
-        char pids[32];
-        const char *p[3] = { k.file, k.no, pids };
-
-        snprintf(pids, sizeof pids, "%d", pid);
+        const char *p[3] = { k.file, k.no, node };
+        /* SKIP LOCKED: a row another node is claiming or releasing is not ours to wait for */
         PGresult *res = db_query(c, ret_error,
-                "UPDATE ingest.chunks SET state = " SQL_LOADING ", attempts = attempts + 1, "
-                "worker_pid = $3, started_at = now() "
-                "WHERE file_id = $1 AND no = $2 AND state = " SQL_PENDING,
+                "UPDATE ingest.chunks c SET state = " SQL_LOADING ", attempts = c.attempts + 1, node = $3, "
+                "worker_pid = NULL, started_at = now() "
+                "FROM (SELECT file_id, no FROM ingest.chunks WHERE file_id = $1 AND no = $2 "
+                "      AND state = " SQL_PENDING " FOR UPDATE SKIP LOCKED) t "
+                "WHERE c.file_id = t.file_id AND c.no = t.no RETURNING c.attempts",
                 3, p);
-        int claimed = res && strcmp(PQcmdTuples(res), "1") == 0;
+        int claim = res && PQntuples(res) == 1 ? atoi(PQgetvalue(res, 0, 0)) : 0;
 
         PQclear(res);
-        return res ? claimed : -EIO;
+        return res ? claim : -EIO;
 }
 
-int chunk_done(PGconn *c, int64_t file_id, int no, const ChunkRows *rows, const char *apply_path, char **ret_error)
+int chunk_started(PGconn *c, int64_t file_id, int no, const char *node, int claim, int pid, char **ret_error)
+{
+        Ids k = ids_of(file_id, no);
+        char cl[32], pids[32];
+        const char *p[5] = { k.file, k.no, node, cl, pids };
+
+        snprintf(cl, sizeof cl, "%d", claim);
+        snprintf(pids, sizeof pids, "%d", pid);
+        return db_query_bool(c, ret_error,
+                "WITH s AS (UPDATE ingest.chunks SET worker_pid = $5 WHERE file_id = $1 AND no = $2 "
+                "  AND state = " SQL_LOADING " AND node = $3 AND attempts = $4 RETURNING 1) "
+                "SELECT count(*) = 1 FROM s",
+                5, p);
+}
+
+int chunk_done(PGconn *c, int64_t file_id, int no, const char *node, const ChunkRows *rows, const char *apply_path,
+        char **ret_error)
 {
         Ids k = ids_of(file_id, no);
         char l[32], s[32], rj[32];
-        const char *p[6] = { k.file, k.no, l, rj, s, apply_path };
+        const char *p[7] = { k.file, k.no, l, rj, s, apply_path, node };
 
         snprintf(l, sizeof l, "%" PRIu64, rows->loaded);
         snprintf(rj, sizeof rj, "%" PRIu64, rows->rejected);
         snprintf(s, sizeof s, "%" PRIu64, rows->superseded);
-        /* the worker holds the row locked and saw it unfinished */
+        /* the worker holds the row locked and saw it loading under its claim */
         return db_exec(c, ret_error,
                 "UPDATE ingest.chunks SET state = " SQL_DONE ", rows_loaded = $3, rows_rejected = $4, "
                 "rows_superseded = $5, apply_path = $6, finished_at = now(), error = NULL "
-                "WHERE file_id = $1 AND no = $2 AND state <> " SQL_DONE,
-                6, p);
+                "WHERE file_id = $1 AND no = $2 AND state = " SQL_LOADING " AND node = $7",
+                7, p);
 }
 
-int chunk_release(PGconn *c, int64_t file_id, int no, ChunkState to, double delay, bool count_attempt, char **ret_error)
+int chunk_release(PGconn *c, const ChunkClaim *cl, ChunkState to, double delay, bool count_attempt, char **ret_error)
 {
-        Ids k = ids_of(file_id, no);
-        char del[32];
-        const char *p[5] = { k.file, k.no, chunk_state_name(to), del, count_attempt ? "0" : "1" };
+        Ids k = ids_of(cl->file_id, cl->no);
+        char del[32], claim[32];
+        const char *p[7] = { k.file, k.no, chunk_state_name(to), del, count_attempt ? "0" : "1", cl->node, claim };
 
         snprintf(del, sizeof del, "%.3f", delay);
-        return db_exec(c, ret_error,
-                "UPDATE ingest.chunks SET state = $3, worker_pid = NULL, "
+        snprintf(claim, sizeof claim, "%d", cl->claim);
+        /* a row locked by a live transaction is no longer our claim's: skipped, never waited for */
+        PGresult *res = db_query(c, ret_error,
+                "UPDATE ingest.chunks c SET state = $3, worker_pid = NULL, node = NULL, "
                 "next_attempt = now() + $4::float8 * interval '1 second', "
-                "attempts = greatest(attempts - $5::int, 0) "
-                "WHERE file_id = $1 AND no = $2 AND state = " SQL_LOADING,
-                5, p);
+                "attempts = greatest(c.attempts - $5::int, 0) "
+                "FROM (SELECT file_id, no FROM ingest.chunks WHERE file_id = $1 AND no = $2 "
+                "      AND state = " SQL_LOADING " AND node = $6 AND attempts = $7 FOR UPDATE SKIP LOCKED) t "
+                "WHERE c.file_id = t.file_id AND c.no = t.no",
+                7, p);
+        int released = res && strcmp(PQcmdTuples(res), "1") == 0;
+
+        PQclear(res);
+        return res ? released : -EIO;
 }
 
-int chunks_reset_orphans(PGconn *c, const char *const *live, size_t n_live, char **ret_error)
+int chunks_reset_orphans(PGconn *c, const char *node, const char *const *live, size_t n_live, char **ret_error)
 {
         Buf arr = { 0 };
 
@@ -231,20 +256,51 @@ int chunks_reset_orphans(PGconn *c, const char *const *live, size_t n_live, char
                 buf_append(&arr, "\"", 1);
         }
         buf_append(&arr, "}", 2);
-        const char *p[1] = { arr.data };
-        int r = db_exec(c, ret_error,
-                "UPDATE ingest.chunks SET state = " SQL_PENDING ", worker_pid = NULL "
-                "WHERE state = " SQL_LOADING " "
-                "AND NOT (file_id::text || ':' || no::text = ANY ($1::text[]))",
-                1, p);
+        const char *p[2] = { arr.data, node };
+        PGresult *res = db_query(c, ret_error,
+                "UPDATE ingest.chunks c SET state = " SQL_PENDING ", worker_pid = NULL, node = NULL "
+                "FROM (SELECT file_id, no FROM ingest.chunks WHERE state = " SQL_LOADING " AND node = $2 "
+                "      AND NOT (file_id::text || ':' || no::text = ANY ($1::text[])) FOR UPDATE SKIP LOCKED) t "
+                "WHERE c.file_id = t.file_id AND c.no = t.no",
+                2, p);
+        int n = res ? atoi(PQcmdTuples(res)) : -EIO;
+
         buf_free(&arr);
-        return r;
+        PQclear(res);
+        return n;
 }
 
-int chunk_record_error(PGconn *c, int64_t file_id, int no, const char *error, char **ret_error)
+PGresult *chunks_take_over(PGconn *c, double takeover_after, char **ret_error)
 {
-        Ids k = ids_of(file_id, no);
-        const char *p[3] = { k.file, k.no, error };
+        char after[32];
+        const char *p[1] = { after };
 
-        return db_exec(c, ret_error, "UPDATE ingest.chunks SET error = $3 WHERE file_id = $1 AND no = $2", 3, p);
+        snprintf(after, sizeof after, "%.3f", takeover_after);
+        /* The dead nodes' rows go (so that one that comes back notices), and
+         * every loading chunk whose node is not alive is released, unless a
+         * live transaction holds its row: a worker that still runs commits or
+         * rolls back first. One statement, one snapshot. */
+        return db_query(c, ret_error,
+                "WITH dead AS (DELETE FROM ingest.nodes WHERE heartbeat_at < now() - $1::float8 * interval '1 second' "
+                "              RETURNING node, extract(epoch FROM now() - heartbeat_at) AS age), "
+                "freed AS (UPDATE ingest.chunks c SET state = " SQL_PENDING ", node = NULL, worker_pid = NULL, "
+                "                 next_attempt = NULL "
+                "          FROM (SELECT k.file_id, k.no, k.node FROM ingest.chunks k WHERE k.state = " SQL_LOADING " "
+                "                AND NOT EXISTS (SELECT 1 FROM ingest.nodes n WHERE n.node = k.node "
+                "                    AND n.heartbeat_at >= now() - $1::float8 * interval '1 second') "
+                "                FOR UPDATE OF k SKIP LOCKED) t "
+                "          WHERE c.file_id = t.file_id AND c.no = t.no RETURNING coalesce(t.node, '') AS node), "
+                "per_node AS (SELECT node, count(*) AS n FROM freed GROUP BY node) "
+                "SELECT coalesce(d.node, f.node), coalesce(round(d.age::numeric, 1)::text, ''), coalesce(f.n, 0) "
+                "FROM dead d FULL JOIN per_node f ON f.node = d.node",
+                1, p);
+}
+
+int chunk_record_error(PGconn *c, const ChunkClaim *cl, const char *error, char **ret_error)
+{
+        Ids k = ids_of(cl->file_id, cl->no);
+        const char *p[4] = { k.file, k.no, error, cl->node };
+
+        return db_exec(
+                c, ret_error, "UPDATE ingest.chunks SET error = $3 WHERE file_id = $1 AND no = $2 AND node = $4", 4, p);
 }

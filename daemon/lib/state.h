@@ -11,14 +11,21 @@
  *   chunk:  (file_planned) pending --chunk_claim--> loading --chunk_done--> done
  *           loading --chunk_release--> pending   the worker exited: retry after a delay
  *           loading --chunk_release(failed)--> failed   attempts used up
- *           loading --chunks_reset_orphans--> pending   no live worker after a (re)connect
+ *           loading --chunks_reset_orphans--> pending   our node, no live worker (a (re)connect)
+ *           loading --chunks_take_over--> pending  its node is dead (no heartbeat)
  *           pending|failed --file_requeue--> pending     ingestctl retry
  *
  * chunk_done runs inside the worker's load transaction: it is the checkpoint.
  * Every other transition is a statement of its own. A transition whose source
  * state does not hold changes nothing (its WHERE says the source state), so a
- * late or repeated call is harmless. The owner of a claim is the worker's pid;
- * several nodes will add a node name and a lease here, and only here. */
+ * late or repeated call is harmless.
+ *
+ * A claim is the node's (ingest.chunks.node) before the worker forks, and
+ * the attempt number it got tells it from any later claim of the chunk: every
+ * transition of a loading chunk names both in its WHERE. Its lease is the
+ * node's heartbeat (ingest.nodes). The supervisors' statements take rows with
+ * SKIP LOCKED: a row a live transaction holds (a worker, another node) is
+ * not theirs, and they never wait for it. */
 #pragma once
 #include "planner.h"
 
@@ -68,18 +75,39 @@ int file_close(PGconn *c, int64_t id, FileState final, const char *reason, char 
  * with their attempts reset. 1 when the file was failed, 0 when not. */
 int file_requeue(PGconn *c, int64_t id, char **ret_error);
 
-/* pending -> loading for worker `pid`: 1 when claimed, 0 when the chunk was
- * not pending. */
-int chunk_claim(PGconn *c, int64_t file_id, int no, int pid, char **ret_error);
-/* Inside the worker's transaction: loading (or pending) -> done with its rows. */
-int chunk_done(PGconn *c, int64_t file_id, int no, const ChunkRows *rows, const char *apply_path, char **ret_error);
+/* A claim of a chunk by a node. */
+typedef struct ChunkClaim {
+        int64_t file_id;
+        int no;
+        const char *node;
+        int claim; /* the attempt number chunk_claim returned */
+} ChunkClaim;
+
+/* pending -> loading for node: the claim (its attempt number, >= 1), or 0
+ * when the chunk was not pending or another transaction holds its row. */
+int chunk_claim(PGconn *c, int64_t file_id, int no, const char *node, char **ret_error);
+/* The worker, before its transaction: records its pid. 1 when the claim is
+ * still ours, 0 when the chunk was taken over meanwhile. */
+int chunk_started(PGconn *c, int64_t file_id, int no, const char *node, int claim, int pid, char **ret_error);
+/* Inside the worker's transaction, which holds the row: loading -> done with
+ * its rows; node stays, as the one that committed it. */
+int chunk_done(PGconn *c, int64_t file_id, int no, const char *node, const ChunkRows *rows, const char *apply_path,
+        char **ret_error);
 /* The worker is gone: loading -> pending, due again after delay seconds, or
  * -> failed. count_attempt false takes back the attempt of the claim (the
- * worker did not try). */
-int chunk_release(
-        PGconn *c, int64_t file_id, int no, ChunkState to, double delay, bool count_attempt, char **ret_error);
-/* Chunks left loading by workers that are gone (not in live, "file:no"
- * pairs) go back to pending. */
-int chunks_reset_orphans(PGconn *c, const char *const *live, size_t n_live, char **ret_error);
+ * worker did not try). 1 when released, 0 when the claim is no longer
+ * current (taken over): then the chunk is someone else's business. */
+int chunk_release(PGconn *c, const ChunkClaim *cl, ChunkState to, double delay, bool count_attempt, char **ret_error);
+/* node's chunks left loading by workers that are gone (not in live, "file:no"
+ * pairs) go back to pending; how many. Also what settles a release that
+ * skipped its row because the killed worker's backend had not yet rolled
+ * back: the supervisor sweeps with it on every heartbeat. */
+int chunks_reset_orphans(PGconn *c, const char *node, const char *const *live, size_t n_live, char **ret_error);
+/* Nodes silent for takeover_after seconds are removed from ingest.nodes and
+ * the loading chunks of nodes not alive go back to pending, except those
+ * whose row a live transaction holds. One row per node concerned: node (''
+ * for none), heartbeat age in seconds ('' when it was not removed now),
+ * chunks released. NULL with *ret_error on failure. */
+PGresult *chunks_take_over(PGconn *c, double takeover_after, char **ret_error);
 /* The error of the chunk's last attempt, for status and the log (not a transition). */
-int chunk_record_error(PGconn *c, int64_t file_id, int no, const char *error, char **ret_error);
+int chunk_record_error(PGconn *c, const ChunkClaim *cl, const char *error, char **ret_error);

@@ -1,11 +1,9 @@
-/* children.c - see children.h. A child is released by a byte on a pipe, so
- * the supervisor records (and claims the chunk of) a child before it runs. */
+/* children.c - see children.h. */
 #include "children.h"
 #include "log.h"
 #include "util.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -82,39 +80,26 @@ void children_signal(const Children *ch, int sig, int64_t file_id)
                         kill(ch->list[i].pid, sig);
 }
 
-/* Forks a child that waits for children_release() before it execs
- * /proc/self/exe with argv; it dies with the supervisor (PR_SET_PDEATHSIG).
- * The pid, or -errno; *ret_go is the release end. */
-static pid_t children_fork(Children *ch, char *const argv[], int *ret_go)
+/* Forks a child that execs /proc/self/exe with argv; it dies with the
+ * supervisor (PR_SET_PDEATHSIG). The pid, or -errno. */
+static pid_t children_fork(Children *ch, char *const argv[])
 {
         pid_t parent = getpid();
-        int p[2];
-
-        if (pipe2(p, O_CLOEXEC) < 0)
-                return -errno;
         pid_t pid = fork();
-        if (pid < 0) {
-                close(p[0]);
-                close(p[1]);
+
+        if (pid < 0)
                 return -errno;
-        }
         if (pid == 0) {
-                char go = 0;
-                close(p[1]);
                 sigprocmask(SIG_SETMASK, &ch->mask, NULL);
                 if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
-                        _exit(127);
-                if (read(p[0], &go, 1) != 1 || go != 'g')
                         _exit(127);
                 execv("/proc/self/exe", argv);
                 _exit(127);
         }
-        close(p[0]);
-        *ret_go = p[1];
         return pid;
 }
 
-pid_t children_start(Children *ch, const char *config_path, Child c, const char *const args[], int *ret_go)
+pid_t children_start(Children *ch, const char *config_path, Child c, const char *const args[])
 {
         char *argv[12] = { "ingestd", "-c", (char *)config_path };
         size_t n = 3;
@@ -124,15 +109,8 @@ pid_t children_start(Children *ch, const char *config_path, Child c, const char 
         if (log_get_level() >= LOG_DEBUG)
                 argv[n++] = "--debug";
         argv[n] = NULL;
-        c.pid = children_fork(ch, argv, ret_go);
+        c.pid = children_fork(ch, argv);
         if (c.pid > 0)
                 children_add(ch, c);
         return c.pid;
-}
-
-void children_release(int go_fd, bool go)
-{
-        if (go && write(go_fd, "g", 1) != 1)
-                log_msg(LOG_ERR, "cannot start child: %s", strerror(errno));
-        close(go_fd);
 }

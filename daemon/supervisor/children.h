@@ -1,5 +1,5 @@
 /* children.h - the supervisor's live children: what each one is doing, and
- * how one is started (fork, then exec of `ingestd ROLE ...` once released).
+ * how one is started (fork, then exec of `ingestd ROLE ...`).
  * In memory only: PostgreSQL holds the durable state. */
 #pragma once
 #include <signal.h>
@@ -15,6 +15,7 @@ typedef struct Child {
         ChildType type;
         int64_t file_id; /* -1 when none */
         int chunk_no;    /* -1 when none */
+        int claim;       /* a chunk's: the claim's attempt number (state.h) */
 } Child;
 
 typedef struct Children Children;
@@ -27,11 +28,8 @@ size_t children_total(const Children *ch);
 const Child *children_at(const Children *ch, size_t i);
 bool children_chunk_running(const Children *ch, int64_t file_id, int no);
 /* Forks `ingestd -c config_path ARGS... [--debug]` as child c (args ends
- * with NULL; at most 6) and records it; children_release() lets it run. The
- * pid, or -errno. */
-pid_t children_start(Children *ch, const char *config_path, Child c, const char *const args[], int *ret_go);
-/* go: exec; !go: the child exits without running. Closes go_fd. */
-void children_release(int go_fd, bool go);
+ * with NULL; at most 7) and records it. The pid, or -errno. */
+pid_t children_start(Children *ch, const char *config_path, Child c, const char *const args[]);
 /* Removes the child with pid into *ret; false when it is not ours. */
 bool children_take(Children *ch, pid_t pid, Child *ret);
 /* Sends sig to every child, or (file_id >= 0) to the chunk workers of that file. */

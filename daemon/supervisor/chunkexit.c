@@ -30,21 +30,18 @@ static PGresult *chunk_query(PGconn *conn, const Child *c, const char *sql)
         return res;
 }
 
-static char *chunk_report(PGconn *conn, const Child *c, int *ret_attempts)
+static char *chunk_report(PGconn *conn, const Child *c)
 {
         PGresult *res = chunk_query(conn, c,
-                "SELECT attempts, first_line, coalesce((SELECT n.first_line - 1 FROM ingest.chunks n "
+                "SELECT first_line, coalesce((SELECT n.first_line - 1 FROM ingest.chunks n "
                 "WHERE n.file_id = c.file_id AND n.start_offset = c.end_offset LIMIT 1)::text, 'end'), "
                 "coalesce(error, 'no error recorded') "
                 "FROM ingest.chunks c WHERE file_id = $1 AND no = $2");
         char *report = NULL;
 
-        *ret_attempts = 0;
-        if (res) {
-                *ret_attempts = atoi(PQgetvalue(res, 0, 0));
-                report = xasprintf("chunk %d (lines %s-%s): %s", c->chunk_no, PQgetvalue(res, 0, 1),
-                        PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3));
-        }
+        if (res)
+                report = xasprintf("chunk %d (lines %s-%s): %s", c->chunk_no, PQgetvalue(res, 0, 0),
+                        PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2));
         PQclear(res);
         return report ? report : xasprintf("chunk %d", c->chunk_no);
 }
@@ -76,39 +73,38 @@ static void log_chunk_done(PGconn *conn, const Child *c)
 
 int chunkexit_record(PGconn *conn, const Config *cfg, const Children *ch, const Child *c, int status, char **ret_error)
 {
-        int code = outcome_wait_code(status), attempts = 0, r = 0;
+        int code = outcome_wait_code(status), attempts = c->claim, r = 0;
         Outcome o = outcome_of_wait_status(status);
         LogCtx ctx = { NULL, c->file_id, c->chunk_no, -1, NULL };
+        ChunkClaim cl = { c->file_id, c->chunk_no, cfg->node, c->claim };
         char *report = NULL;
         double delay = 0;
 
         if (o != OUTCOME_DONE && o != OUTCOME_NOT_RUN)
-                report = chunk_report(conn, c, &attempts);
+                report = chunk_report(conn, c);
         switch (policy_after_exit(o, attempts, cfg->retry_max_attempts, cfg->retry_backoff, &delay)) {
         case ACTION_DONE: log_chunk_done(conn, c); break;
-        case ACTION_RELEASE:
-                r = chunk_release(conn, c->file_id, c->chunk_no, CHUNK_PENDING, 0, false, ret_error);
-                break;
+        case ACTION_RELEASE: r = chunk_release(conn, &cl, CHUNK_PENDING, 0, false, ret_error); break;
         case ACTION_FAIL_FILE:
-                r = chunk_release(conn, c->file_id, c->chunk_no, CHUNK_PENDING, 0, false, ret_error);
-                if (r == 0)
+                r = chunk_release(conn, &cl, CHUNK_PENDING, 0, false, ret_error);
+                if (r > 0)
                         r = fail_running_file(conn, cfg, ch, c->file_id, report);
                 break;
         case ACTION_RETRY:
                 log_ctx(LOG_WARNING, ctx, "%s; worker %s %d; attempt %d of %d, retrying in %.1f s", report,
                         code < 0 ? "killed by signal" : "exited with", code < 0 ? -code : code, attempts,
                         cfg->retry_max_attempts, delay);
-                r = chunk_release(conn, c->file_id, c->chunk_no, CHUNK_PENDING, delay, true, ret_error);
+                r = chunk_release(conn, &cl, CHUNK_PENDING, delay, true, ret_error);
                 break;
         case ACTION_GIVE_UP: {
                 char *reason = xasprintf("%s; failed %d times", report, attempts);
-                r = chunk_release(conn, c->file_id, c->chunk_no, CHUNK_FAILED, 0, true, ret_error);
-                if (r == 0)
+                r = chunk_release(conn, &cl, CHUNK_FAILED, 0, true, ret_error);
+                if (r > 0)
                         r = fail_running_file(conn, cfg, ch, c->file_id, reason);
                 free(reason);
                 break;
         }
         }
         free(report);
-        return r;
+        return r < 0 ? r : 0;
 }

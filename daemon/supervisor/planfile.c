@@ -4,6 +4,7 @@
 #include "planfile.h"
 #include "db.h"
 #include "log.h"
+#include "nodes.h"
 #include "planner.h"
 #include "registry.h"
 #include "state.h"
@@ -65,6 +66,20 @@ static void on_progress(uint64_t done, uint64_t size, void *ud)
                 3, p);
 }
 
+/* A leader that lost its lease may still have a plan child at work: the
+ * file's advisory lock, held until this process ends, lets one plan it. 1 =
+ * ours, 0 = another plan child has it, <0 = error. */
+static int lock_file(PlanJob *pj, char **ret_error)
+{
+        const char *p[1] = { pj->ids };
+        int r = db_query_bool(pj->conn, ret_error,
+                "SELECT pg_try_advisory_lock(hashtext('ingestd.plan'), ($1::bigint % 2147483647)::int)", 1, p);
+
+        if (r == 0)
+                log_msg(LOG_DEBUG, "file #%s: another process plans it", pj->ids);
+        return r;
+}
+
 /* The file's kind and path, while it is new. 1 = found, 0 = not new (done by
  * an earlier plan child), <0 = error. */
 static int read_file_row(PlanJob *pj, char **ret_error)
@@ -91,9 +106,17 @@ static LogCtx plan_ctx(const PlanJob *pj, const char *state, long long rows)
         return (LogCtx){ dropped_name(pj->path), pj->id, -1, rows, state };
 }
 
+/* One lane per worker of all live nodes, so that every worker has a chunk
+ * of each byte range; fixed for the file from here on. */
+static int lanes_now(PlanJob *pj)
+{
+        int mine = config_workers(pj->cfg), all = nodes_live_workers(pj->conn, pj->cfg->takeover_after, NULL);
+        return all > mine ? all : mine;
+}
+
 static Outcome store(PlanJob *pj, const Plan *plan, double t0)
 {
-        int lanes = config_workers(pj->cfg); /* fixed for the file from here on */
+        int lanes = lanes_now(pj);
         char *err = NULL;
 
         if (file_planned(pj->conn, pj->id, plan, lanes, &err) < 0) {
@@ -150,7 +173,9 @@ Outcome planfile_run(const Config *cfg, int64_t id)
 
         snprintf(pj.ids, sizeof pj.ids, "%" PRId64, id);
         pj.conn = db_connect(cfg->conninfo, &err);
-        int r = pj.conn ? read_file_row(&pj, &err) : -EIO;
+        int r = pj.conn ? lock_file(&pj, &err) : -EIO;
+        if (r > 0)
+                r = read_file_row(&pj, &err);
         if (r > 0)
                 o = plan_now(&pj);
         else if (r == 0)

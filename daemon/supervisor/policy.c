@@ -6,7 +6,7 @@ size_t policy_pick_chunks(const ChunkSlot *slots, size_t n, double now, size_t r
 {
         size_t picked = 0;
 
-        for (size_t i = 0; i < n && i < (size_t)workers; i++) {
+        for (size_t i = 0; i < n; i++) {
                 const ChunkSlot *c = &slots[i];
                 if (running + picked >= (size_t)workers)
                         break;

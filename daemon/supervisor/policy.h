@@ -17,12 +17,14 @@ typedef struct ChunkSlot {
         bool running;        /* a child of ours is loading it */
 } ChunkSlot;
 
-/* Of the file's lowest unfinished chunks (slots, in chunk order, at most
- * `workers` of them), the numbers of those to start now, into ret_nos (room
- * for n): pending, due at `now`, not running, and no more than the free
- * worker slots (workers - running). Taking only the lowest unfinished chunks
- * keeps a lane in file order: the chunk a worker waits for (no - lanes)
- * always holds a slot. Returns how many. */
+/* Of the file's lowest unfinished chunks (slots, in chunk order, as many as
+ * all live nodes have workers), the numbers of those to start now, into
+ * ret_nos (room for n): pending, due at `now`, not running, and no more than
+ * this node's free worker slots (workers - running). Taking only the lowest
+ * unfinished chunks keeps a lane in file order: the chunk a worker waits for
+ * (no - lanes) is among them, so when every slot of every node is busy, the
+ * lowest unfinished chunk, which waits for nothing, is running. Returns how
+ * many. */
 size_t policy_pick_chunks(const ChunkSlot *slots, size_t n, double now, size_t running, int workers, int *ret_nos);
 
 typedef enum ExitAction {

@@ -120,6 +120,24 @@ static const char *not_regular(mode_t m)
         return NULL;
 }
 
+/* A leader stopped between the insert and the rename may find, when it goes
+ * on, that the next leader's recovery forgot the row (no file in processing/
+ * then): the file goes back where it came from, to be registered again. 1
+ * when the row is there, else 0 (or -EAGAIN when the way back failed). */
+static int still_registered(PGconn *c, int64_t id, const char *to, const char *from, const char *shown)
+{
+        char ids[32];
+        const char *p[1] = { ids };
+
+        snprintf(ids, sizeof ids, "%" PRId64, id);
+        if (db_query_bool(c, NULL, "SELECT EXISTS (SELECT 1 FROM ingest.files WHERE id = $1)", 1, p) != 0)
+                return 1; /* there, or unknown: kept (registry_recover settles it) */
+        int r = rename(to, from) < 0 ? -EAGAIN : 0;
+        log_ctx(LOG_WARNING, name_ctx(shown, NULL), "%s: its registration #%" PRId64 " was forgotten meanwhile; %s",
+                shown, id, r == 0 ? "back to be registered again" : "cannot move it back");
+        return r;
+}
+
 int registry_register(PGconn *c, const Config *cfg, FileKind kind, const char *name)
 {
         char *from = xasprintf("%s/%s", folder_of(cfg, kind), name);
@@ -147,11 +165,13 @@ int registry_register(PGconn *c, const Config *cfg, FileKind kind, const char *n
         to = xasprintf("%s/%s/%s", cfg->state, reason ? "failed" : "processing", path);
         if (rename(from, to) < 0) {
                 r = errno == ENOENT ? 0 : -EAGAIN;
-                log_ctx(errno == ENOENT ? LOG_INFO : LOG_ERR, name_ctx(shown, NULL), "cannot move %s to %s: %s%s", from,
-                        to, strerror(errno), errno == ENOENT ? "" : "; will try again");
+                log_ctx(errno == ENOENT ? LOG_DEBUG : LOG_ERR, name_ctx(shown, NULL), "cannot move %s to %s: %s%s",
+                        from, to, strerror(errno), errno == ENOENT ? " (another node took it)" : "; will try again");
                 file_forget(c, id, NULL);
                 goto out;
         }
+        if (!reason && (r = still_registered(c, id, to, from, shown)) <= 0)
+                goto out;
         if (reason) {
                 log_ctx(LOG_ERR, path_ctx(path, "failed", -1), "%s: %s", shown, reason);
                 goto out;

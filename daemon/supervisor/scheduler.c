@@ -36,6 +36,7 @@ typedef struct Pass {
         Scheduler *sc;
         PGconn *c;
         const Config *cfg;
+        const SchedulerRole *role;
         char *status;
         size_t size;
         char **error;
@@ -79,37 +80,36 @@ void scheduler_reloaded(Scheduler *sc, const Config *cfg)
         sc->next_aggregate = now_monotonic() + cfg->aggregate_interval;
 }
 
-/* A child that has nothing to claim first: started and released. */
 static void start_child(Scheduler *sc, Child c, const char *const args[])
 {
-        int go = -1;
-        pid_t pid = children_start(sc->children, sc->config_path, c, args, &go);
+        pid_t pid = children_start(sc->children, sc->config_path, c, args);
 
         if (pid < 0)
                 log_msg(LOG_ERR, "fork: %s", strerror((int)-pid));
-        else
-                children_release(go, true);
 }
 
-/* A chunk's worker runs only once its claim is committed. */
+/* The claim is committed before the worker forks: a chunk another node
+ * claimed first is simply not ours (0). */
 static int spawn_chunk(Pass *p, int64_t file_id, int no, const char *path)
 {
-        char file[32], chunk[32], *err = NULL, *full = registry_processing_path(p->cfg, path);
-        const char *args[] = { "--worker", file, chunk, full, NULL };
-        int go = -1;
+        char file[32], chunk[32], claim_text[32], *err = NULL;
+        int claim = chunk_claim(p->c, file_id, no, p->cfg->node, &err);
 
+        if (claim <= 0)
+                return claim < 0 ? failed(p, "claiming a chunk", err) : 0;
+        char *full = registry_processing_path(p->cfg, path);
+        const char *args[] = { "--worker", file, chunk, p->cfg->node, claim_text, full, NULL };
         snprintf(file, sizeof file, "%" PRId64, file_id);
         snprintf(chunk, sizeof chunk, "%d", no);
+        snprintf(claim_text, sizeof claim_text, "%d", claim);
         pid_t pid = children_start(
-                p->sc->children, p->sc->config_path, (Child){ 0, CHILD_CHUNK, file_id, no }, args, &go);
+                p->sc->children, p->sc->config_path, (Child){ 0, CHILD_CHUNK, file_id, no, claim }, args);
         free(full);
-        if (pid < 0) {
-                log_msg(LOG_ERR, "fork: %s", strerror((int)-pid));
+        if (pid >= 0)
                 return 0;
-        }
-        int claimed = chunk_claim(p->c, file_id, no, (int)pid, &err);
-        children_release(go, claimed > 0);
-        return claimed < 0 ? failed(p, "claiming a chunk", err) : 0;
+        log_msg(LOG_ERR, "fork: %s", strerror((int)-pid));
+        ChunkClaim cl = { file_id, no, p->cfg->node, claim };
+        return chunk_release(p->c, &cl, CHUNK_PENDING, 0, false, &err) < 0 ? failed(p, "releasing a chunk", err) : 0;
 }
 
 /* Files are planned one at a time, in arrival order, by a child (planfile.h),
@@ -118,7 +118,8 @@ static int maybe_plan(Pass *p)
 {
         char *err = NULL;
 
-        if (children_count(p->sc->children, CHILD_PLAN) > 0 || now_monotonic() < p->sc->plan_retry_at)
+        if (!p->role->leader || children_count(p->sc->children, CHILD_PLAN) > 0 ||
+                now_monotonic() < p->sc->plan_retry_at)
                 return 0;
         PGresult *res = db_query(
                 p->c, &err, "SELECT id FROM ingest.files WHERE state = " SQL_NEW " ORDER BY id LIMIT 1", 0, NULL);
@@ -126,7 +127,7 @@ static int maybe_plan(Pass *p)
                 return failed(p, "planning", err);
         if (PQntuples(res) == 1) {
                 const char *args[] = { "--plan", PQgetvalue(res, 0, 0), NULL };
-                start_child(p->sc, (Child){ 0, CHILD_PLAN, strtoll(PQgetvalue(res, 0, 0), NULL, 10), -1 }, args);
+                start_child(p->sc, (Child){ 0, CHILD_PLAN, strtoll(PQgetvalue(res, 0, 0), NULL, 10), -1, 0 }, args);
         }
         PQclear(res);
         return 0;
@@ -149,9 +150,10 @@ static int key_first(Pass *p)
         if (!res)
                 return failed(p, "scheduling", err);
         int pending = PQntuples(res) == 1;
-        if (pending && children_count(p->sc->children, CHILD_KEY) == 0 && now_monotonic() >= p->sc->key_retry_at) {
+        if (pending && p->role->leader && children_count(p->sc->children, CHILD_KEY) == 0 &&
+                now_monotonic() >= p->sc->key_retry_at) {
                 const char *args[] = { "--build-key", PQgetvalue(res, 0, 0), NULL };
-                start_child(p->sc, (Child){ 0, CHILD_KEY, strtoll(PQgetvalue(res, 0, 0), NULL, 10), -1 }, args);
+                start_child(p->sc, (Child){ 0, CHILD_KEY, strtoll(PQgetvalue(res, 0, 0), NULL, 10), -1, 0 }, args);
                 set_status(p, "building products' primary key after %s", PQgetvalue(res, 0, 1));
         }
         PQclear(res);
@@ -184,7 +186,7 @@ static void maybe_aggregate(Scheduler *sc, const Config *cfg)
         sc->aggregate_wanted = false;
         sc->next_aggregate = now + (cfg->aggregate_interval > 0 ? cfg->aggregate_interval : 1e9);
         const char *args[] = { due ? "--aggregate" : "--aggregate-fold", NULL };
-        start_child(sc, (Child){ 0, CHILD_AGGREGATE, -1, -1 }, args);
+        start_child(sc, (Child){ 0, CHILD_AGGREGATE, -1, -1, 0 }, args);
 }
 
 static ChunkSlot chunk_slot(const Pass *p, int64_t file_id, const PGresult *res, int i)
@@ -197,16 +199,18 @@ static ChunkSlot chunk_slot(const Pass *p, int64_t file_id, const PGresult *res,
         return c;
 }
 
-/* Spawns the chunks policy_pick_chunks picks among the lowest `workers`
- * unfinished ones. 1 while the file has unfinished chunks, 0 when none. */
+/* Spawns the chunks policy_pick_chunks picks among the lowest unfinished
+ * ones, as many as all live nodes have workers. 1 while the file has
+ * unfinished chunks, 0 when none. */
 static int schedule_file(Pass *p, int64_t file_id, const char *path, int total, double rate)
 {
         char ids[32], lim[32], *err = NULL;
         int workers = config_workers(p->cfg), r = 0;
+        int window = p->role->cluster_workers > workers ? p->role->cluster_workers : workers;
         const char *prm[2] = { ids, lim };
 
         snprintf(ids, sizeof ids, "%" PRId64, file_id);
-        snprintf(lim, sizeof lim, "%d", workers);
+        snprintf(lim, sizeof lim, "%d", window);
         PGresult *res = db_query(p->c, &err,
                 "SELECT no, state, extract(epoch FROM next_attempt), extract(epoch FROM now()) FROM ingest.chunks "
                 "WHERE file_id = $1 AND state <> " SQL_DONE " ORDER BY no LIMIT $2",
@@ -227,8 +231,8 @@ static int schedule_file(Pass *p, int64_t file_id, const char *path, int total, 
         free(slots);
         free(nos);
         if (left > 0)
-                set_status(p, "loading %s: %d/%d chunks, %.0fk rows/s", path, total - left < 0 ? 0 : total - left,
-                        total, rate / 1000);
+                set_status(p, "%sloading %s: %d/%d chunks, %.0fk rows/s", p->role->leader ? "leader; " : "", path,
+                        total - left < 0 ? 0 : total - left, total, rate / 1000);
         return r < 0 ? r : left > 0;
 }
 
@@ -267,12 +271,18 @@ static int schedule_first_file(Pass *p)
         double rate = atof(PQgetvalue(res, 0, 6));
         int r = 0, busy = 0;
         PQclear(res);
-        if (left > 0 && !decided)
+        if (left > 0 && !decided && p->role->leader)
                 r = decide_key(p, id, path);
-        if (r == 0 && left > 0)
+        if (r == 0 && left > 0 && (decided || p->role->leader))
                 busy = r = schedule_file(p, id, path, total, rate);
+        else if (left > 0)
+                busy = 1;                /* the leader decides on the key first */
         if (r >= 0 && !busy && deferred) /* the last chunk may have committed since key_first() looked */
                 busy = r = key_first(p);
+        if (r >= 0 && !busy && !p->role->leader) { /* the leader finishes it; the next file waits */
+                set_status(p, "waiting for the leader to finish %s", path);
+                busy = 1;
+        }
         if (r >= 0 && !busy) {
                 registry_finish(p->c, p->cfg, id);
                 p->sc->aggregate_wanted = p->sc->aggregate_wanted || p->cfg->aggregate_after_load;
@@ -282,14 +292,15 @@ static int schedule_first_file(Pass *p)
         return r;
 }
 
-int scheduler_run(Scheduler *sc, PGconn *c, const Config *cfg, char *status, size_t size, char **ret_error)
+int scheduler_run(Scheduler *sc, PGconn *c, const Config *cfg, const SchedulerRole *role, char *status, size_t size,
+        char **ret_error)
 {
-        Pass p = { sc, c, cfg, status, size, ret_error };
+        Pass p = { sc, c, cfg, role, status, size, ret_error };
         int r = maybe_plan(&p);
 
         while (r == 0 && (r = key_first(&p)) == 0 && (r = schedule_first_file(&p)) == 1)
                 r = 0; /* a file finished: the next one */
-        if (r >= 0)
+        if (r >= 0 && role->leader)
                 maybe_aggregate(sc, cfg);
         return r < 0 ? r : 0;
 }

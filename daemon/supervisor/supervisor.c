@@ -6,12 +6,20 @@
  * (scheduler.h) what to start, reaps children and records their exits
  * (chunkexit.h). The states, as in PostgreSQL's postmaster:
  *
- *   CONNECTING --connected, schema ready, orphans reset--> RUNNING
+ *   CONNECTING --connected, schema ready--> RUNNING
  *   RUNNING --connection lost--> CONNECTING
- *   any --SIGTERM/SIGINT--> STOPPING (no new children; ends when none is left) */
+ *   any --SIGTERM/SIGINT--> STOPPING (no new children; ends when none is left)
+ *
+ * With other nodes on the database (cluster.h), each pass starts with the
+ * heartbeat when it is due: joining resets our orphan chunks, becoming the
+ * leader recovers and rescans the folders, and only the leader registers
+ * files. The connection's lock_timeout keeps another node's row locks from
+ * stalling the loop: a statement that would wait fails, and the next pass
+ * tries again. */
 #include "supervisor.h"
 #include "children.h"
 #include "chunkexit.h"
+#include "cluster.h"
 #include "db.h"
 #include "log.h"
 #include "registry.h"
@@ -39,6 +47,7 @@
 #define TICK_MS 250
 #define CONNECT_RETRY 2.0
 #define RESCAN_RETRY 2.0
+#define SUPERVISOR_LOCK_TIMEOUT "1s"
 
 typedef enum SupState { SUP_CONNECTING, SUP_RUNNING, SUP_STOPPING } SupState;
 typedef struct Supervisor {
@@ -51,6 +60,7 @@ typedef struct Supervisor {
         PGconn *conn;
         Children *children;
         Scheduler *scheduler;
+        Cluster *cluster;
         double next_connect, rescan_at, next_watchdog;
         uint64_t watchdog_usec;
         char *last_db_error;
@@ -90,7 +100,9 @@ static void db_lost(Supervisor *s, const char *what, char *err)
         s->next_connect = now_monotonic() + CONNECT_RETRY;
 }
 
-/* Chunks left loading by workers that are gone go back to pending. */
+/* Our chunks left loading by workers that are gone go back to pending: on
+ * joining (our previous run's), and on every beat (a release that found the
+ * row still locked by the dead worker's backend skipped it). */
 static int reset_orphan_chunks(Supervisor *s)
 {
         size_t total = children_total(s->children), n = 0;
@@ -102,12 +114,14 @@ static int reset_orphan_chunks(Supervisor *s)
                 if (c->type == CHILD_CHUNK)
                         live[n++] = xasprintf("%" PRId64 ":%d", c->file_id, c->chunk_no);
         }
-        int r = chunks_reset_orphans(s->conn, (const char *const *)live, n, &err);
+        int r = chunks_reset_orphans(s->conn, s->cfg->node, (const char *const *)live, n, &err);
         for (size_t i = 0; i < n; i++)
                 free(live[i]);
         free(live);
         if (r < 0)
                 db_lost(s, "resetting chunks", err);
+        else if (r > 0)
+                log_msg(LOG_INFO, "%d chunks of workers that are gone are pending again", r);
         return r;
 }
 
@@ -119,7 +133,8 @@ static void try_connect(Supervisor *s)
                 return;
         s->next_connect = now_monotonic() + CONNECT_RETRY;
         s->conn = db_connect(s->cfg->conninfo, &err);
-        if (s->conn && schema_migrate(s->conn, s->cfg->key, &err) < 0) {
+        if (s->conn && (db_exec(s->conn, &err, "SET lock_timeout = '" SUPERVISOR_LOCK_TIMEOUT "'", 0, NULL) < 0 ||
+                               schema_migrate(s->conn, s->cfg->key, &err) < 0)) {
                 PQfinish(s->conn);
                 s->conn = NULL;
         }
@@ -133,22 +148,22 @@ static void try_connect(Supervisor *s)
         }
         free(s->last_db_error);
         s->last_db_error = NULL;
-        log_msg(LOG_INFO, "connected to the database, schema ready");
-        /* our previous workers died with their supervisor; a straggler still
-         * committing holds its row lock, and the reset then finds it done */
-        if (reset_orphan_chunks(s) < 0 || registry_recover(s->conn, s->cfg) < 0)
-                return;
+        log_msg(LOG_INFO, "connected to the database as node %s, schema ready", s->cfg->node);
+        cluster_reset(s->cluster);
         s->state = SUP_RUNNING;
-        s->rescan_at = now_monotonic();
 }
 
 /* ---- work --------------------------------------------------------------- */
 
+/* inotify tells only of changes: a rescan finds what was there before (at
+ * start, when we begin to lead, after an overflow). A poll scan sees all. */
 static void rescan(Supervisor *s)
 {
         int deferred = 0;
 
         s->rescan_at = 0;
+        if (s->cfg->watch == WATCH_POLL)
+                return;
         if (registry_rescan(s->conn, s->cfg, &deferred) < 0 && db_connection_lost(s->conn))
                 db_lost(s, "rescanning", NULL);
         if (deferred > 0)
@@ -232,14 +247,26 @@ static void on_file(FileKind kind, const char *name, void *ud)
 {
         Supervisor *s = ud;
 
+        if (s->state == SUP_STOPPING)
+                return; /* read all the same: a readable fd would wake the loop at once, again and again */
         if (!name || !s->conn) {
                 s->rescan_at = now_monotonic(); /* overflow, or no database yet */
                 return;
         }
+        if (!cluster_leader(s->cluster))
+                return; /* the leader registers files; if we become it, we rescan */
         if (registry_register(s->conn, s->cfg, kind, name) == -EAGAIN)
                 s->rescan_at = now_monotonic() + RESCAN_RETRY;
         else if (db_connection_lost(s->conn))
                 db_lost(s, "registering a file", NULL);
+}
+
+static void watch(Supervisor *s)
+{
+        int r = watcher_dispatch(s->watcher, on_file, s);
+
+        if (r < 0)
+                log_msg(LOG_ERR, "watching %s and %s: %s", s->cfg->incoming, s->cfg->updates, strerror(-r));
 }
 
 static void feed_watchdog(Supervisor *s)
@@ -261,14 +288,38 @@ static void on_tick(Supervisor *s)
         feed_watchdog(s);
 }
 
+/* Our orphans go back to pending (reset_orphan_chunks); the leader's folder work
+ * starts over when we begin to lead: our previous workers died with their
+ * supervisor, and a straggler still committing holds its row lock (the
+ * reset skips it). */
+static void beat(Supervisor *s)
+{
+        char *err = NULL;
+        int events = cluster_beat(s->cluster, s->conn, s->cfg, &err);
+
+        if (events < 0) {
+                db_lost(s, "heartbeat", err);
+                return;
+        }
+        if ((events & (CLUSTER_JOINED | CLUSTER_BEAT)) && reset_orphan_chunks(s) < 0)
+                return;
+        if ((events & CLUSTER_LEADING) && registry_recover(s->conn, s->cfg) == 0)
+                s->rescan_at = now_monotonic();
+        if (events & CLUSTER_FOLLOWING)
+                s->rescan_at = 0;
+}
+
 /* One pass of work after any event; cheap when there is nothing to do. */
 static void work(Supervisor *s)
 {
         if (s->state == SUP_CONNECTING)
                 try_connect(s);
+        if (s->state != SUP_CONNECTING && s->conn)
+                beat(s); /* also while stopping: our workers still hold chunks */
         if (s->state != SUP_RUNNING || !s->conn)
                 return;
-        if (s->rescan_at > 0 && now_monotonic() >= s->rescan_at)
+        bool leader = cluster_leader(s->cluster);
+        if (leader && s->rescan_at > 0 && now_monotonic() >= s->rescan_at)
                 rescan(s);
         if (!s->ready_sent && s->conn) {
                 sd_notify(0, "READY=1");
@@ -277,7 +328,8 @@ static void work(Supervisor *s)
                         config_workers(s->cfg));
         }
         char status[256] = "", *err = NULL;
-        if (s->conn && scheduler_run(s->scheduler, s->conn, s->cfg, status, sizeof status, &err) < 0)
+        SchedulerRole role = { leader, cluster_workers(s->cluster, s->cfg) };
+        if (s->conn && scheduler_run(s->scheduler, s->conn, s->cfg, &role, status, sizeof status, &err) < 0)
                 db_lost(s, "scheduling", err);
         if (status[0])
                 notify_status(s, "%s", status);
@@ -305,12 +357,13 @@ static int setup(Supervisor *s)
         sigprocmask(SIG_BLOCK, &mask, &old_mask);
         s->children = children_new(&old_mask); /* children restore the mask before exec */
         s->scheduler = scheduler_new(s->config_path, s->children, s->cfg);
+        s->cluster = cluster_new();
         if (registry_make_dirs(s->cfg, &err) < 0) {
                 log_msg(LOG_ERR, "cannot create folders: %s", err);
                 free(err);
                 return -EINVAL;
         }
-        r = watcher_new(s->cfg->incoming, s->cfg->updates, &s->watcher);
+        r = watcher_new(s->cfg->incoming, s->cfg->updates, s->cfg->watch, s->cfg->watch_interval, &s->watcher);
         if (r < 0) {
                 log_msg(LOG_ERR, "cannot watch %s and %s: %s", s->cfg->incoming, s->cfg->updates, strerror(-r));
                 return r;
@@ -339,7 +392,9 @@ static void teardown(Supervisor *s)
                 close(s->signal_fd);
         if (s->timer_fd >= 0)
                 close(s->timer_fd);
+        cluster_leave(s->cluster, s->conn, s->cfg);
         PQfinish(s->conn);
+        cluster_free(s->cluster);
         scheduler_free(s->scheduler);
         children_free(s->children);
         free(s->last_db_error);
@@ -370,8 +425,8 @@ int supervisor_run(Config *cfg, const char *config_path)
                                 on_signal(&s);
                         else if (fd == s.timer_fd)
                                 on_tick(&s);
-                        else if (s.state != SUP_STOPPING && watcher_dispatch(s.watcher, on_file, &s) < 0)
-                                log_msg(LOG_ERR, "inotify: %s", strerror(errno));
+                        else
+                                watch(&s);
                 }
         }
         if (r == 0)

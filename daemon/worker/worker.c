@@ -3,7 +3,9 @@
  * lane's previous chunk, load the rows into the chosen apply path (apply.h),
  * store the rejects, mark the chunk done, COMMIT. The commit is the
  * checkpoint; the row lock makes a second worker for the same chunk wait and
- * then find it done, so each chunk is applied exactly once. Applying each
+ * then find it done, and a worker whose claim was taken over (its node was
+ * declared dead) finds the row no longer its own and leaves it, so each chunk
+ * is applied exactly once. Applying each
  * lane's chunks in file order (lanes hold disjoint skus) makes the table equal
  * to a sequential load even though unchanged rows are skipped. Any failure
  * rolls back everything; the outcome (outcome.h) becomes the exit status. */
@@ -43,8 +45,9 @@ typedef struct Chunk {
         PGconn *conn;
         int64_t file_id;
         int chunk_no;
+        ChunkClaim claim;
         const char *path;
-        char ids[2][32]; /* file_id, chunk_no as text parameters */
+        char ids[3][32]; /* file_id, chunk_no, claim as text parameters */
         FileKind kind;
         int lane, lanes;
         uint64_t rows_estimate; /* the chunk's rows, from the file's rows and the range's share of its bytes */
@@ -70,19 +73,21 @@ static LogCtx chunk_ctx(const Chunk *ch)
         return (LogCtx){ dropped_name(ch->path), ch->file_id, ch->chunk_no, -1, NULL };
 }
 
-/* Locks our chunk row. Returns 1 when there is work, 0 when already done. A
- * successor's probe holds the row for an instant, hence a short lock timeout
- * rather than NOWAIT; a second live worker on the chunk holds it far longer. */
+/* Locks our chunk row. Returns 1 when there is work, 0 when already done,
+ * -ESTALE when the row is no longer our claim's. A successor's probe holds
+ * the row for an instant, hence a short lock timeout rather than NOWAIT; a
+ * second live worker on the chunk holds it far longer. */
 static int lock_chunk(Chunk *ch)
 {
-        const char *p[2] = { ch->ids[0], ch->ids[1] };
+        const char *p[4] = { ch->ids[0], ch->ids[1], ch->claim.node, ch->ids[2] };
         PGresult *res = db_query(ch->conn, &ch->error,
                 "SELECT c.state, c.start_offset, c.end_offset, c.first_line, f.kind, c.lane, f.lanes, "
                 "       CASE WHEN f.size > 0 THEN f.data_rows * (c.end_offset - c.start_offset) / f.size / f.lanes "
-                "            ELSE f.data_rows END, f.deferred_key IS NOT NULL "
+                "            ELSE f.data_rows END, f.deferred_key IS NOT NULL, "
+                "       c.state = " SQL_LOADING " AND c.node = $3 AND c.attempts = $4 "
                 "FROM ingest.chunks c JOIN ingest.files f ON f.id = c.file_id "
                 "WHERE c.file_id = $1 AND c.no = $2 FOR UPDATE OF c FOR KEY SHARE OF f",
-                2, p);
+                4, p);
         int r;
 
         if (!res)
@@ -92,7 +97,7 @@ static int lock_chunk(Chunk *ch)
                 PQclear(res);
                 return -ENOENT;
         }
-        r = strcmp(PQgetvalue(res, 0, 0), STATE_DONE) != 0;
+        r = strcmp(PQgetvalue(res, 0, 0), STATE_DONE) == 0 ? 0 : strcmp(PQgetvalue(res, 0, 9), "t") == 0 ? 1 : -ESTALE;
         ch->range.start = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
         ch->range.end = strtoull(PQgetvalue(res, 0, 2), NULL, 10);
         ch->range.first_line = strtoull(PQgetvalue(res, 0, 3), NULL, 10);
@@ -308,14 +313,25 @@ static int mark_done(Chunk *ch)
         ch->superseded = a->rows - a->distinct + a->outranked + a->superseding + ch->counts.superseded;
         ch->rejected = ch->counts.rejected + a->unknown;
         ChunkRows rows = { ch->loaded, ch->rejected, ch->superseded };
-        return chunk_done(ch->conn, ch->file_id, ch->chunk_no, &rows, apply_path(ch, path, sizeof path), &ch->error);
+        return chunk_done(ch->conn, ch->file_id, ch->chunk_no, ch->claim.node, &rows, apply_path(ch, path, sizeof path),
+                &ch->error);
 }
 
-/* The whole transaction. */
+/* The chunk was taken over from our node: another claim is current. */
+static Outcome not_ours(Chunk *ch)
+{
+        log_ctx(LOG_INFO, chunk_ctx(ch), "chunk %d: taken over from node %s, leaving it", ch->chunk_no, ch->claim.node);
+        return OUTCOME_NOT_RUN;
+}
+
+/* The whole transaction, after the claim is found still ours. */
 static Outcome load_chunk(Chunk *ch)
 {
-        int r;
+        int r = chunk_started(
+                ch->conn, ch->file_id, ch->chunk_no, ch->claim.node, ch->claim.claim, (int)getpid(), &ch->error);
 
+        if (r <= 0)
+                return r == 0 ? not_ours(ch) : OUTCOME_RETRY;
         if (db_exec(ch->conn, &ch->error, "BEGIN", 0, NULL) < 0 ||
                 db_exec(ch->conn, &ch->error, "SET LOCAL lock_timeout = '5s'", 0, NULL) < 0)
                 return OUTCOME_RETRY;
@@ -324,7 +340,10 @@ static Outcome load_chunk(Chunk *ch)
                 r = -EIO;
         if (r <= 0) {
                 PQclear(PQexec(ch->conn, r == 0 ? "COMMIT" : "ROLLBACK"));
-                return r == 0 ? OUTCOME_DONE : r == -ENOENT ? OUTCOME_BAD_FILE : OUTCOME_RETRY;
+                return r == 0         ? OUTCOME_DONE
+                       : r == -ENOENT ? OUTCOME_BAD_FILE
+                       : r == -ESTALE ? not_ours(ch)
+                                      : OUTCOME_RETRY;
         }
         double t0 = now_monotonic();
         r = open_file(ch);
@@ -362,15 +381,18 @@ static void log_done(const Chunk *ch)
                 ch->t_wait, ch->t_apply, ch->t_commit, ru.ru_maxrss);
 }
 
-Outcome worker_run(const Config *cfg, int64_t file_id, int chunk_no, const char *path)
+Outcome worker_run(const Config *cfg, const ChunkClaim *claim, const char *path)
 {
-        Chunk ch = { .cfg = cfg, .file_id = file_id, .chunk_no = chunk_no, .path = path };
+        int64_t file_id = claim->file_id;
+        int chunk_no = claim->no;
+        Chunk ch = { .cfg = cfg, .file_id = file_id, .chunk_no = chunk_no, .claim = *claim, .path = path };
         struct sigaction sa = { .sa_handler = on_term };
         Outcome o;
 
         sigaction(SIGTERM, &sa, NULL);
         snprintf(ch.ids[0], sizeof ch.ids[0], "%" PRId64, file_id);
         snprintf(ch.ids[1], sizeof ch.ids[1], "%d", chunk_no);
+        snprintf(ch.ids[2], sizeof ch.ids[2], "%d", claim->claim);
         ch.conn = db_connect(cfg->conninfo, &ch.error);
         if (!ch.conn) {
                 log_ctx(LOG_WARNING, chunk_ctx(&ch), "chunk %d: cannot connect: %s", chunk_no, ch.error);
@@ -383,7 +405,7 @@ Outcome worker_run(const Config *cfg, int64_t file_id, int chunk_no, const char 
         else if (ch.error)
                 log_ctx(LOG_WARNING, chunk_ctx(&ch), "chunk %d: %s", chunk_no, ch.error);
         if (o != OUTCOME_DONE && ch.error && !db_connection_lost(ch.conn))
-                chunk_record_error(ch.conn, file_id, chunk_no, ch.error, NULL);
+                chunk_record_error(ch.conn, &ch.claim, ch.error, NULL);
         if (ch.map)
                 munmap((void *)ch.map, ch.map_size);
         lookahead_free(&ch.later);

@@ -68,22 +68,28 @@ def query(conninfo, sql, args=None):
 class Daemon:
     """An ingestd process with its own folders and config under `root`."""
 
-    def __init__(self, root, conninfo, **settings):
+    def __init__(self, root, conninfo, tag="", **settings):
+        """tag: a name for this daemon's config and log, so that several
+        daemons (nodes) can share the folders under one root."""
         self.root = root
         self.conninfo = conninfo
         self.incoming = os.path.join(root, "incoming")
         self.updates = os.path.join(root, "updates")
         self.state = os.path.join(root, "state")
-        self.config = os.path.join(root, "ingestd.conf")
-        self.log_path = os.path.join(root, "ingestd.log")
+        self.config = os.path.join(root, "ingestd%s.conf" % tag)
+        self.log_path = os.path.join(root, "ingestd%s.log" % tag)
         self.proc = None
         self.write_config(**settings)
 
     def write_config(self, workers=2, chunk_size="64k", key="sku", interval=60,
                      after_load="true", max_attempts=3, backoff=0.2, max_ratio=0.5,
-                     max_field=65536, max_ranges=1000000, count_memory=None, extra=""):
+                     max_field=65536, max_ranges=1000000, count_memory=None, extra="",
+                     node="test-node", heartbeat=2, takeover_after=10):
         # max_ranges: the tests want chunk_size to decide (many small chunks)
+        self.node = node
         with open(self.config, "w") as f:
+            f.write('cluster: { node = "%s"; heartbeat = %s; takeover_after = %s; };\n'
+                    % (node, heartbeat, takeover_after))
             f.write('database: { conninfo = "%s"; };\n' % self.conninfo)
             f.write('paths: { incoming = "%s"; updates = "%s"; state = "%s"; };\n'
                     % (self.incoming, self.updates, self.state))
@@ -147,7 +153,7 @@ class Daemon:
                         check=wait)
 
     def status(self):
-        return json.loads(self.ctl("status", "--json", "--all").stdout)
+        return json.loads(self.ctl("status", "--json", "--all").stdout)["files"]
 
     def products(self):
         return query(self.conninfo, "SELECT sku, name, description FROM products ORDER BY sku, name")

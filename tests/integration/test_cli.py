@@ -1,6 +1,7 @@
 """ingestctl and ingestd command lines: help, config errors, status, retry,
 aggregate with checked identifiers."""
 import json
+import re
 import os
 import subprocess
 import time
@@ -37,9 +38,14 @@ def test_status_text_and_json(daemon, tmp_path):
     d.drop(src)
     out = d.ctl("status").stdout
     assert "p.csv" in out and "done" in out and "LOADED" in out
-    [f] = json.loads(d.ctl("status", "--json").stdout)
+    assert re.search(r"^%s +%d +leader +\d+ +0 +0 " % (re.escape(d.node), d.proc.pid), out, re.M), out
+    st = json.loads(d.ctl("status", "--json").stdout)
+    [f] = st["files"]
     assert f["name"] == "p.csv" and f["sha256"] == subprocess.run(
         ["sha256sum", src], capture_output=True, text=True).stdout.split()[0]
+    [n] = st["nodes"]
+    assert (n["node"], n["pid"], n["leader"], n["chunks_held"]) == (d.node, d.proc.pid, True, 0)
+    assert 0 <= n["heartbeat_age"] < 5
 
 
 def test_database_unreachable_is_a_clear_error(tmp_path):

@@ -11,7 +11,7 @@ import subprocess
 from conftest import INGESTD, NO_DAC, generate, query
 from model import Model
 
-EX_TEMPFAIL, EX_DATAERR = 75, 65
+EX_TEMPFAIL, EX_DATAERR, EX_UNAVAILABLE = 75, 65, 69
 
 
 def registered(d, src, name="p.csv"):
@@ -116,9 +116,10 @@ def test_worker_missing_file_is_a_bad_file_and_emfile_a_retry(daemon, tmp_path):
     d = daemon()
     file_id, full = registered(d, src)
     assert plan(d, file_id).returncode == 0
+    claim(d, file_id, 1)
 
     def worker(path, nofile=None):
-        return child(d, ["--worker", file_id, 1, path], nofile)
+        return child(d, ["--worker", file_id, 1, d.node, 1, path], nofile)
 
     for n in range(4, 64):          # a limit that lets it connect but not open the file
         p = worker(full, n)
@@ -128,4 +129,32 @@ def test_worker_missing_file_is_a_bad_file_and_emfile_a_retry(daemon, tmp_path):
     p = worker(full + ".gone")
     assert p.returncode == EX_DATAERR and "No such file or directory" in p.stderr, (p.returncode, p.stderr)
     assert query(d.conninfo, "SELECT state FROM ingest.chunks WHERE file_id = %s AND no = 1", (file_id,))[0][0] \
-        == "pending"                # nothing committed: the worker rolled back
+        == "loading"                # nothing committed: the worker rolled back, the claim stands
+
+
+def claim(d, file_id, no, node=None):
+    """As the supervisor claims a chunk before it forks its worker: attempt 1."""
+    query(d.conninfo, "UPDATE ingest.chunks SET state = 'loading', node = %s, attempts = 1 "
+                      "WHERE file_id = %s AND no = %s", (node or d.node, file_id, no))
+
+
+def test_worker_of_a_claim_taken_over_leaves_the_chunk(daemon, tmp_path):
+    """A worker forked for a claim that is no longer current (its node was
+    declared dead and another node claimed the chunk) commits nothing."""
+    src = generate(tmp_path / "src.csv", 2000, 75)
+    d = daemon()
+    file_id, full = registered(d, src)
+    assert plan(d, file_id).returncode == 0
+    claim(d, file_id, 1, node="another-node")
+    p = child(d, ["--worker", file_id, 1, d.node, 1, full])
+    assert p.returncode == EX_UNAVAILABLE and "taken over from node %s" % d.node in p.stderr, (p.returncode, p.stderr)
+    claim(d, file_id, 1)
+    p = child(d, ["--worker", file_id, 1, d.node, 2, full])      # an earlier claim's worker, late
+    assert p.returncode == EX_UNAVAILABLE, (p.returncode, p.stderr)
+    assert query(d.conninfo, "SELECT state, node, rows_loaded FROM ingest.chunks WHERE file_id = %s AND no = 1",
+                 (file_id,)) == [("loading", d.node, 0)]
+    assert query(d.conninfo, "SELECT count(*) FROM products")[0][0] == 0
+    p = child(d, ["--worker", file_id, 1, d.node, 1, full])      # the current claim's worker
+    assert p.returncode == 0, p.stderr
+    assert query(d.conninfo, "SELECT state, node FROM ingest.chunks WHERE file_id = %s AND no = 1",
+                 (file_id,)) == [("done", d.node)]

@@ -55,6 +55,12 @@ static void test_defaults_from_empty_file(void **state)
         assert_int_equal(c->retry_max_attempts, 5);
         assert_true(c->rejects_max_ratio == 0.01);
         assert_int_equal(c->max_field, 65536);
+        char host[256] = "";
+        gethostname(host, sizeof host - 1);
+        assert_string_equal(c->node, host);
+        assert_true(c->heartbeat == 2 && c->takeover_after == 10);
+        assert_int_equal(c->watch, WATCH_INOTIFY);
+        assert_true(c->watch_interval == 1);
         config_free(c);
 }
 
@@ -97,6 +103,27 @@ static void test_errors_name_line_and_key(void **state)
         expect_error("aggregate: { after_load = 1; };\n", "key 'aggregate.after_load': expected true or false");
         expect_error("\n\nworkers = = 1;\n", ":3: syntax error");
         expect_error("database = 3;\n", "unknown key 'database'");
+        expect_error("watch = \"fanotify\";\n", "key 'watch': expected \"inotify\" or \"poll\"");
+        expect_error("cluster: { heartbeat = 3; takeover_after = 5; };\n",
+                "key 'cluster.takeover_after' (5 s) must be at least twice cluster.heartbeat (3 s)");
+        expect_error("cluster: { node = \"-x\"; };\n", "key 'cluster.node'");
+        expect_error("cluster: { node = \"a b\"; };\n", "key 'cluster.node'");
+        expect_error("cluster: { nodes = \"a\"; };\n", ":1: unknown key 'cluster.nodes'");
+}
+
+static void test_cluster_keys(void **state)
+{
+        (void)state;
+        Config *c;
+        char *err;
+        const char *text = "cluster: { node = \"ingest-b\"; heartbeat = 0.5; takeover_after = 1; };\n"
+                           "watch = \"poll\";\nwatch_interval = 0.25;\n";
+        assert_int_equal(load(text, &c, &err), 0);
+        assert_string_equal(c->node, "ingest-b");
+        assert_true(c->heartbeat == 0.5 && c->takeover_after == 1);
+        assert_int_equal(c->watch, WATCH_POLL);
+        assert_true(c->watch_interval == 0.25);
+        config_free(c);
 }
 
 static void test_missing_file(void **state)
@@ -140,6 +167,7 @@ int main(void)
                 cmocka_unit_test(test_defaults_from_empty_file),
                 cmocka_unit_test(test_full_file),
                 cmocka_unit_test(test_errors_name_line_and_key),
+                cmocka_unit_test(test_cluster_keys),
                 cmocka_unit_test(test_missing_file),
                 cmocka_unit_test(test_diff_and_carry_restart_keys),
         };

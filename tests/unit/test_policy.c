@@ -35,9 +35,10 @@ static void test_free_slots_bound_the_picks(void **state)
         assert_int_equal(policy_pick_chunks(s, 3, NOW, 2, 2, nos), 0);
 }
 
-/* Only the lowest `workers` unfinished chunks are candidates: with 2 lanes,
- * chunk 3 (lane 0's next) never starts while chunks 1 and 2 hold the slots,
- * and a later chunk never overtakes a waiting one of its lane. */
+/* Only the window (the lowest unfinished chunks, as many as the cluster's
+ * workers; the scheduler reads no more) are candidates: with 2 lanes and 2
+ * workers, chunk 3 (lane 0's next) never starts while chunks 1 and 2 hold the
+ * slots, and a later chunk never overtakes a waiting one of its lane. */
 static void test_lane_order(void **state)
 {
         (void)state;
@@ -45,8 +46,26 @@ static void test_lane_order(void **state)
                 { 3, CHUNK_PENDING, 0, false } };
         int nos[3] = { 0 };
 
-        assert_int_equal(policy_pick_chunks(s, 3, NOW, 1, 2, nos), 0); /* 1 backs off; 3 is not a candidate */
-        assert_int_equal(policy_pick_chunks(s, 3, NOW + 5, 1, 2, nos), 1);
+        assert_int_equal(policy_pick_chunks(s, 2, NOW, 1, 2, nos), 0); /* 1 backs off; 3 is not a candidate */
+        assert_int_equal(policy_pick_chunks(s, 2, NOW + 5, 1, 2, nos), 1);
+        assert_int_equal(nos[0], 1);
+}
+
+/* Three nodes of one worker each: the window is three chunks wide, so this
+ * node takes the third while the other two nodes load the first two (not
+ * running here: loading elsewhere), and takes no more than its one slot. */
+static void test_window_spans_nodes(void **state)
+{
+        (void)state;
+        ChunkSlot s[] = { { 1, CHUNK_LOADING, 0, false }, { 2, CHUNK_LOADING, 0, false },
+                { 3, CHUNK_PENDING, 0, false } };
+        ChunkSlot t[] = { { 1, CHUNK_PENDING, 0, false }, { 2, CHUNK_PENDING, 0, false },
+                { 3, CHUNK_PENDING, 0, false } };
+        int nos[3] = { 0 };
+
+        assert_int_equal(policy_pick_chunks(s, 3, NOW, 0, 1, nos), 1);
+        assert_int_equal(nos[0], 3);
+        assert_int_equal(policy_pick_chunks(t, 3, NOW, 0, 1, nos), 1);
         assert_int_equal(nos[0], 1);
 }
 
@@ -96,6 +115,7 @@ int main(void)
                 cmocka_unit_test(test_picks_due_pending_chunks_in_order),
                 cmocka_unit_test(test_free_slots_bound_the_picks),
                 cmocka_unit_test(test_lane_order),
+                cmocka_unit_test(test_window_spans_nodes),
                 cmocka_unit_test(test_backoff_due_on_the_fake_clock),
                 cmocka_unit_test(test_failed_or_running_chunks_are_not_started),
                 cmocka_unit_test(test_after_exit),
