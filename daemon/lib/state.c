@@ -127,6 +127,8 @@ int file_planned(PGconn *c, int64_t id, const Plan *plan, int lanes, char **ret_
                         "chunks = $4, data_rows = $5, lanes = $6, started_at = now() "
                         "WHERE id = $1 AND state = " SQL_NEW,
                         6, p);
+        if (r == 0)
+                r = state_wake(c, ret_error);
         buf_free(&b);
         return db_end(c, r, ret_error);
 }
@@ -136,13 +138,14 @@ int file_close(PGconn *c, int64_t id, FileState final, const char *reason, char 
         Ids k = ids_of(id, 0);
         const char *p[3] = { k.file, file_state_name(final), reason };
 
-        return db_exec(c, ret_error,
+        int r = db_exec(c, ret_error,
                 "UPDATE ingest.files f SET state = $2, error = $3, finished_at = now(), "
                 " rows_loaded = t.l, rows_rejected = t.r, rows_superseded = t.s "
                 "FROM (SELECT coalesce(sum(rows_loaded), 0) l, coalesce(sum(rows_rejected), 0) r, "
                 "             coalesce(sum(rows_superseded), 0) s FROM ingest.chunks WHERE file_id = $1) t "
                 "WHERE f.id = $1 AND f.state IN (" SQL_NEW ", " SQL_LOADING ")",
                 3, p);
+        return r < 0 ? r : state_wake(c, ret_error); /* the next file may start */
 }
 
 int file_requeue(PGconn *c, int64_t id, char **ret_error)
@@ -213,12 +216,15 @@ int chunk_done(PGconn *c, int64_t file_id, int no, const char *node, const Chunk
         snprintf(rj, sizeof rj, "%" PRIu64, rows->rejected);
         snprintf(s, sizeof s, "%" PRIu64, rows->superseded);
         /* the worker holds the row locked and saw it loading under its claim */
-        return db_exec(c, ret_error,
+        int r = db_exec(c, ret_error,
                 "UPDATE ingest.chunks SET state = " SQL_DONE ", rows_loaded = $3, rows_rejected = $4, "
                 "rows_superseded = $5, apply_path = $6, finished_at = now(), error = NULL "
                 "WHERE file_id = $1 AND no = $2 AND state = " SQL_LOADING " AND node = $7",
                 7, p);
+        return r < 0 ? r : state_wake(c, ret_error);
 }
+
+int state_wake(PGconn *c, char **ret_error) { return db_exec(c, ret_error, "NOTIFY " WAKE_CHANNEL, 0, NULL); }
 
 int chunk_release(PGconn *c, const ChunkClaim *cl, ChunkState to, double delay, bool count_attempt, char **ret_error)
 {

@@ -45,6 +45,11 @@
 #define SQL_DONE "'" STATE_DONE "'"
 #define SQL_FAILED "'" STATE_FAILED "'"
 
+/* Every node's supervisor LISTENs here: a transition another node may act
+ * on at once (a file planned or closed, a chunk done or taken over) NOTIFYs
+ * it, in the transition's transaction, so that no node waits for its timer. */
+#define WAKE_CHANNEL "ingestd_wake"
+
 typedef enum FileState { FILE_NEW, FILE_LOADING, FILE_DONE, FILE_FAILED } FileState;
 typedef enum ChunkState { CHUNK_PENDING, CHUNK_LOADING, CHUNK_DONE, CHUNK_FAILED } ChunkState;
 
@@ -109,5 +114,7 @@ int chunks_reset_orphans(PGconn *c, const char *node, const char *const *live, s
  * for none), heartbeat age in seconds ('' when it was not removed now),
  * chunks released. NULL with *ret_error on failure. */
 PGresult *chunks_take_over(PGconn *c, double takeover_after, char **ret_error);
+/* NOTIFY WAKE_CHANNEL (delivered when the transaction commits). */
+int state_wake(PGconn *c, char **ret_error);
 /* The error of the chunk's last attempt, for status and the log (not a transition). */
 int chunk_record_error(PGconn *c, const ChunkClaim *cl, const char *error, char **ret_error);

@@ -74,8 +74,9 @@ static int take_over(PGconn *c, const Config *cfg, char **ret_error)
                         log_msg(LOG_WARNING, "%s chunks of node %s released: it is gone", PQgetvalue(res, i, 2),
                                 *node ? node : "(none)");
         }
+        int freed = PQntuples(res) > 0;
         PQclear(res);
-        return 0;
+        return freed ? state_wake(c, ret_error) : 0;
 }
 
 /* The lease's local deadline is set from before the statement was sent. */

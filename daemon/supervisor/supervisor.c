@@ -55,7 +55,7 @@ typedef struct Supervisor {
         const char *config_path;
         SupState state;
         bool ready_sent;
-        int epoll_fd, signal_fd, timer_fd;
+        int epoll_fd, signal_fd, timer_fd, db_fd; /* db_fd: the connection's socket, for NOTIFY */
         Watcher *watcher;
         PGconn *conn;
         Children *children;
@@ -93,6 +93,9 @@ static void db_lost(Supervisor *s, const char *what, char *err)
         }
         log_msg(LOG_ERR, "database connection lost (%s): %s; reconnecting", what, err ? err : "");
         free(err);
+        if (s->db_fd >= 0)
+                epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, s->db_fd, NULL);
+        s->db_fd = -1;
         PQfinish(s->conn);
         s->conn = NULL;
         if (s->state == SUP_RUNNING)
@@ -134,7 +137,8 @@ static void try_connect(Supervisor *s)
         s->next_connect = now_monotonic() + CONNECT_RETRY;
         s->conn = db_connect(s->cfg->conninfo, &err);
         if (s->conn && (db_exec(s->conn, &err, "SET lock_timeout = '" SUPERVISOR_LOCK_TIMEOUT "'", 0, NULL) < 0 ||
-                               schema_migrate(s->conn, s->cfg->key, &err) < 0)) {
+                               schema_migrate(s->conn, s->cfg->key, &err) < 0 ||
+                               db_exec(s->conn, &err, "LISTEN " WAKE_CHANNEL, 0, NULL) < 0)) {
                 PQfinish(s->conn);
                 s->conn = NULL;
         }
@@ -149,8 +153,29 @@ static void try_connect(Supervisor *s)
         free(s->last_db_error);
         s->last_db_error = NULL;
         log_msg(LOG_INFO, "connected to the database as node %s, schema ready", s->cfg->node);
+        struct epoll_event ev = { .events = EPOLLIN, .data.fd = PQsocket(s->conn) };
+        if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, ev.data.fd, &ev) == 0)
+                s->db_fd = ev.data.fd;
         cluster_reset(s->cluster);
         s->state = SUP_RUNNING;
+}
+
+/* Another node's NOTIFY (state.h, WAKE_CHANNEL): reading it is all; the pass
+ * after the event does the work. Notifications that arrive with the
+ * results of our own statements are dropped after each pass. */
+static void drain_notifies(Supervisor *s)
+{
+        PGnotify *n;
+
+        while (s->conn && (n = PQnotifies(s->conn)))
+                PQfreemem(n);
+}
+
+static void on_db(Supervisor *s)
+{
+        if (s->conn && !PQconsumeInput(s->conn))
+                db_lost(s, "listening for other nodes", xstrdup(PQerrorMessage(s->conn)));
+        drain_notifies(s);
 }
 
 /* ---- work --------------------------------------------------------------- */
@@ -333,6 +358,7 @@ static void work(Supervisor *s)
                 db_lost(s, "scheduling", err);
         if (status[0])
                 notify_status(s, "%s", status);
+        drain_notifies(s);
 }
 
 /* ---- setup -------------------------------------------------------------- */
@@ -408,7 +434,8 @@ int supervisor_run(Config *cfg, const char *config_path)
                 .state = SUP_CONNECTING,
                 .epoll_fd = -1,
                 .signal_fd = -1,
-                .timer_fd = -1 };
+                .timer_fd = -1,
+                .db_fd = -1 };
         int r = setup(&s);
 
         while (r == 0 && !(s.state == SUP_STOPPING && children_total(s.children) == 0)) {
@@ -425,6 +452,8 @@ int supervisor_run(Config *cfg, const char *config_path)
                                 on_signal(&s);
                         else if (fd == s.timer_fd)
                                 on_tick(&s);
+                        else if (fd == s.db_fd)
+                                on_db(&s);
                         else
                                 watch(&s);
                 }

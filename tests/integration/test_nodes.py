@@ -146,7 +146,19 @@ def test_kill_9_of_a_node_its_chunks_are_taken_over(daemon, tmp_path):
     src = generate(tmp_path / "big.csv", 200000, 21)
     drop(ns[0], src)
     victim = next(d for d in ns if not query(d.conninfo, "SELECT 1 FROM ingest.leader WHERE node = %s", (d.node,)))
-    held = wait_held(ns[0], victim.node)
+    held = []
+    for _ in range(20):             # frozen while it holds a chunk, so that what it holds stays put
+        wait_held(ns[0], victim.node)
+        pids = node_pids(victim)
+        for p in pids:
+            os.kill(p, signal.SIGSTOP)
+        time.sleep(0.3)             # a COMMIT already sent may still land
+        held = held_by(ns[0], victim.node)
+        if held:
+            break
+        for p in pids:
+            os.kill(p, signal.SIGCONT)
+    assert held
     victim.proc.kill()                                  # its workers die with it (PR_SET_PDEATHSIG)
     killed_at = time.time()
     victim.proc.wait()
