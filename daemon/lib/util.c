@@ -208,3 +208,12 @@ const char *dropped_name(const char *path)
                 p++;
         return p > base && *p == '-' ? p + 1 : base;
 }
+
+int arrival_cmp(struct timespec a_mtime, const char *a_name, struct timespec b_mtime, const char *b_name)
+{
+        if (a_mtime.tv_sec != b_mtime.tv_sec)
+                return a_mtime.tv_sec < b_mtime.tv_sec ? -1 : 1;
+        if (a_mtime.tv_nsec != b_mtime.tv_nsec)
+                return a_mtime.tv_nsec < b_mtime.tv_nsec ? -1 : 1;
+        return strcmp(a_name, b_name);
+}

@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t size);
@@ -37,3 +38,6 @@ void buf_append(Buf *b, const void *p, size_t n);
 void buf_free(Buf *b);
 /* Appends v in decimal (snprintf was a tenth of a worker's time). */
 void buf_append_u64(Buf *b, uint64_t v);
+
+/* Arrival order of files found in a folder: older mtime first, then by name. */
+int arrival_cmp(struct timespec a_mtime, const char *a_name, struct timespec b_mtime, const char *b_name);

@@ -196,11 +196,7 @@ static int found_cmp(const void *a, const void *b)
 {
         const Found *x = a, *y = b;
 
-        if (x->mtime.tv_sec != y->mtime.tv_sec)
-                return x->mtime.tv_sec < y->mtime.tv_sec ? -1 : 1;
-        if (x->mtime.tv_nsec != y->mtime.tv_nsec)
-                return x->mtime.tv_nsec < y->mtime.tv_nsec ? -1 : 1;
-        return strcmp(x->name, y->name);
+        return arrival_cmp(x->mtime, x->name, y->mtime, y->name);
 }
 
 static int rescan_folder(PGconn *c, const Config *cfg, FileKind kind, int *deferred)

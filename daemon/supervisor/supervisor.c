@@ -87,7 +87,9 @@ static void notify_status(Supervisor *s, const char *fmt, ...)
 static void db_lost(Supervisor *s, const char *what, char *err)
 {
         if (s->conn && !db_connection_lost(s->conn)) {
-                log_msg(LOG_ERR, "%s: %s", what, err ? err : "error");
+                bool busy = err && strstr(err, "SQLSTATE 55P03"); /* lock_timeout: another node's row */
+                log_msg(busy ? LOG_INFO : LOG_ERR, "%s: %s%s", what, err ? err : "error",
+                        busy ? "; trying again on the next pass" : "");
                 free(err);
                 return;
         }

@@ -172,6 +172,7 @@ def test_kill_9_of_a_node_its_chunks_are_taken_over(daemon, tmp_path):
             break
         time.sleep(0.1)
     took = time.time() - killed_at
+    print("the dead node's %d chunks committed by the others %.1f s after the kill" % (len(held), took))
     assert took < 3 + 10, "the dead node's chunks took %.1f s" % took
     wait_files(ns[0], 1, survivors)
     committers = {r[0] for r in query(ns[0].conninfo, "SELECT node FROM ingest.chunks WHERE (file_id, no) IN "
@@ -358,4 +359,28 @@ def test_ingestctl_ingest_without_rename_noreplace(daemon, tmp_path):
                        env=env, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert os.listdir(d.incoming) == []                  # no dotfile left behind
+    check_end([d], {"p.csv": src})
+
+
+def test_the_loop_never_waits_long_for_another_sessions_locks(daemon, db, tmp_path):
+    """Another node (here: a session of the test) holding ingest.files and
+    ingest.chunks locked: the supervisor's statements give up after its
+    lock_timeout, the loop goes on (it answers SIGHUP) and tries again."""
+    [d] = start_all(nodes(daemon, 1))
+    locker = psycopg2.connect(db)
+    cur = locker.cursor()
+    cur.execute("LOCK TABLE ingest.files, ingest.chunks IN ACCESS EXCLUSIVE MODE")
+    time.sleep(1.5)                                       # a pass or two meets the lock
+    d.write_config(**dict(FAST, workers=2, chunk_size="32k", node=d.node))
+    t0 = time.time()
+    d.proc.send_signal(signal.SIGHUP)
+    d.wait_log("reload: workers changed", timeout=5)
+    answered = time.time() - t0
+    locker.rollback()
+    locker.close()
+    assert answered < 3, "the loop took %.1f s to answer SIGHUP" % answered
+    assert "trying again on the next pass" in d.log_text()
+    src = generate(tmp_path / "p.csv", 5000, 28)
+    drop(d, src)
+    wait_files(d, 1, [d])
     check_end([d], {"p.csv": src})
