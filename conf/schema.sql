@@ -119,6 +119,8 @@ CREATE TABLE IF NOT EXISTS ingest.nodes (
     version         text NOT NULL,
     workers         integer NOT NULL
 );
+-- chunk workers running on the node, as of its last heartbeat
+ALTER TABLE ingest.nodes ADD COLUMN IF NOT EXISTS busy integer NOT NULL DEFAULT 0;
 -- The leader's lease: the node that scans the folders, registers and plans
 -- files and refreshes products_agg, until `until` (renewed with the heartbeat).
 CREATE TABLE IF NOT EXISTS ingest.leader (

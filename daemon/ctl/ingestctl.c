@@ -252,14 +252,13 @@ static const char status_sql[] =
         "GROUP BY f.id ORDER BY f.id DESC LIMIT $1";
 
 /* The nodes (ingest.nodes): heartbeat age, the chunks each holds (claimed,
- * loading) and of those the ones whose worker has started. */
+ * loading) and its busy workers as of its last heartbeat. */
 static const char nodes_sql[] =
         "SELECT n.node, n.pid, n.version, n.workers, "
         "  round(extract(epoch FROM now() - n.heartbeat_at)::numeric, 1) AS heartbeat_age, n.started_at, "
         "  coalesce(l.until > now(), false) AS leader, "
         "  (SELECT count(*) FROM ingest.chunks k WHERE k.state = " SQL_LOADING " AND k.node = n.node) AS chunks_held, "
-        "  (SELECT count(*) FROM ingest.chunks k WHERE k.state = " SQL_LOADING " AND k.node = n.node "
-        "   AND k.worker_pid IS NOT NULL) AS workers_busy "
+        "  n.busy AS workers_busy "
         "FROM ingest.nodes n LEFT JOIN ingest.leader l ON l.node = n.node ORDER BY n.node";
 
 static void print_nodes(const PGresult *res)

@@ -42,13 +42,16 @@ int node_join(PGconn *c, NodeId me, int workers, double takeover_after, double *
         return 0;
 }
 
-int node_heartbeat(PGconn *c, NodeId me, int workers, double lease, NodeBeat *ret, char **ret_error)
+int node_heartbeat(PGconn *c, NodeId me, int workers, int busy, double lease, NodeBeat *ret, char **ret_error)
 {
         NodeParams np = node_params(me, workers, lease);
-        const char *p[4] = { me.node, np.pid, np.workers, np.seconds };
+        char busy_text[32];
+        const char *p[5] = { me.node, np.pid, np.workers, np.seconds, busy_text };
+
+        snprintf(busy_text, sizeof busy_text, "%d", busy);
         /* the lease is taken when it is ours or has lapsed, by the database's clock */
         PGresult *res = db_query(c, ret_error,
-                "WITH me AS (UPDATE ingest.nodes SET heartbeat_at = now(), workers = $3 "
+                "WITH me AS (UPDATE ingest.nodes SET heartbeat_at = now(), workers = $3, busy = $5 "
                 "            WHERE node = $1 AND pid = $2 RETURNING node), "
                 "lease AS (INSERT INTO ingest.leader (one, node, until) "
                 "          SELECT true, $1, now() + $4::float8 * interval '1 second' FROM me "
@@ -58,7 +61,7 @@ int node_heartbeat(PGconn *c, NodeId me, int workers, double lease, NodeBeat *re
                 "SELECT EXISTS (SELECT 1 FROM me), EXISTS (SELECT 1 FROM lease), $3::int + "
                 "       (SELECT coalesce(sum(workers), 0) FROM ingest.nodes WHERE node <> $1 "
                 "        AND heartbeat_at >= now() - $4::float8 * interval '1 second')",
-                4, p);
+                5, p);
 
         if (!res)
                 return -EIO;

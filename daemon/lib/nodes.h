@@ -25,9 +25,10 @@ typedef struct NodeBeat {
  * in *ret_rival (heartbeat age in seconds, else -1): two instances with one
  * name. 0 or -EIO with *ret_error. */
 int node_join(PGconn *c, NodeId me, int workers, double takeover_after, double *ret_rival, char **ret_error);
-/* Renews our heartbeat and, if it is free or ours, the leader's lease for
- * lease seconds; counts the live nodes' workers. 0 or -EIO with *ret_error. */
-int node_heartbeat(PGconn *c, NodeId me, int workers, double lease, NodeBeat *ret, char **ret_error);
+/* Renews our heartbeat (with our workers and how many are busy) and, if it
+ * is free or ours, the leader's lease for lease seconds; counts the live
+ * nodes' workers. 0 or -EIO with *ret_error. */
+int node_heartbeat(PGconn *c, NodeId me, int workers, int busy, double lease, NodeBeat *ret, char **ret_error);
 /* On a clean stop: our lease and our row go, so nobody waits for us. */
 int node_leave(PGconn *c, NodeId me, char **ret_error);
 /* The workers of the nodes heard from in the last takeover_after seconds

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char *const file_states[] = {
         [FILE_NEW] = STATE_NEW,
@@ -190,37 +191,23 @@ int chunk_claim(PGconn *c, int64_t file_id, int no, const char *node, char **ret
         return res ? claim : -EIO;
 }
 
-int chunk_started(PGconn *c, int64_t file_id, int no, const char *node, int claim, int pid, char **ret_error)
-{
-        Ids k = ids_of(file_id, no);
-        char cl[32], pids[32];
-        const char *p[5] = { k.file, k.no, node, cl, pids };
-
-        snprintf(cl, sizeof cl, "%d", claim);
-        snprintf(pids, sizeof pids, "%d", pid);
-        return db_query_bool(c, ret_error,
-                "WITH s AS (UPDATE ingest.chunks SET worker_pid = $5 WHERE file_id = $1 AND no = $2 "
-                "  AND state = " SQL_LOADING " AND node = $3 AND attempts = $4 RETURNING 1) "
-                "SELECT count(*) = 1 FROM s",
-                5, p);
-}
-
 int chunk_done(PGconn *c, int64_t file_id, int no, const char *node, const ChunkRows *rows, const char *apply_path,
         char **ret_error)
 {
         Ids k = ids_of(file_id, no);
-        char l[32], s[32], rj[32];
-        const char *p[7] = { k.file, k.no, l, rj, s, apply_path, node };
+        char l[32], s[32], rj[32], pid[32];
+        const char *p[8] = { k.file, k.no, l, rj, s, apply_path, node, pid };
 
         snprintf(l, sizeof l, "%" PRIu64, rows->loaded);
         snprintf(rj, sizeof rj, "%" PRIu64, rows->rejected);
         snprintf(s, sizeof s, "%" PRIu64, rows->superseded);
+        snprintf(pid, sizeof pid, "%d", (int)getpid());
         /* the worker holds the row locked and saw it loading under its claim */
         int r = db_exec(c, ret_error,
                 "UPDATE ingest.chunks SET state = " SQL_DONE ", rows_loaded = $3, rows_rejected = $4, "
-                "rows_superseded = $5, apply_path = $6, finished_at = now(), error = NULL "
+                "rows_superseded = $5, apply_path = $6, finished_at = now(), error = NULL, worker_pid = $8 "
                 "WHERE file_id = $1 AND no = $2 AND state = " SQL_LOADING " AND node = $7",
-                7, p);
+                8, p);
         return r < 0 ? r : state_wake(c, ret_error);
 }
 

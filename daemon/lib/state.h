@@ -91,11 +91,9 @@ typedef struct ChunkClaim {
 /* pending -> loading for node: the claim (its attempt number, >= 1), or 0
  * when the chunk was not pending or another transaction holds its row. */
 int chunk_claim(PGconn *c, int64_t file_id, int no, const char *node, char **ret_error);
-/* The worker, before its transaction: records its pid. 1 when the claim is
- * still ours, 0 when the chunk was taken over meanwhile. */
-int chunk_started(PGconn *c, int64_t file_id, int no, const char *node, int claim, int pid, char **ret_error);
-/* Inside the worker's transaction, which holds the row: loading -> done with
- * its rows; node stays, as the one that committed it. */
+/* Inside the worker's transaction, which holds the row and has checked the
+ * claim under the lock: loading -> done with its rows; node and worker_pid
+ * stay, as the ones that committed it. */
 int chunk_done(PGconn *c, int64_t file_id, int no, const char *node, const ChunkRows *rows, const char *apply_path,
         char **ret_error);
 /* The worker is gone: loading -> pending, due again after delay seconds, or

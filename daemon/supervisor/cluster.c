@@ -80,11 +80,11 @@ static int take_over(PGconn *c, const Config *cfg, char **ret_error)
 }
 
 /* The lease's local deadline is set from before the statement was sent. */
-static int beat(Cluster *cl, PGconn *c, const Config *cfg, char **ret_error)
+static int beat(Cluster *cl, PGconn *c, const Config *cfg, int busy, char **ret_error)
 {
         double sent = now_monotonic();
         NodeBeat b;
-        int events = 0, r = node_heartbeat(c, me(cfg), config_workers(cfg), cfg->takeover_after, &b, ret_error);
+        int events = 0, r = node_heartbeat(c, me(cfg), config_workers(cfg), busy, cfg->takeover_after, &b, ret_error);
 
         if (r < 0)
                 return r;
@@ -111,7 +111,7 @@ static int beat(Cluster *cl, PGconn *c, const Config *cfg, char **ret_error)
         return events;
 }
 
-int cluster_beat(Cluster *cl, PGconn *c, const Config *cfg, char **ret_error)
+int cluster_beat(Cluster *cl, PGconn *c, const Config *cfg, int busy, char **ret_error)
 {
         double now = now_monotonic();
         int events = 0, r;
@@ -129,7 +129,7 @@ int cluster_beat(Cluster *cl, PGconn *c, const Config *cfg, char **ret_error)
                         return r;
                 events |= r;
         }
-        if ((r = beat(cl, c, cfg, ret_error)) < 0)
+        if ((r = beat(cl, c, cfg, busy, ret_error)) < 0)
                 return r;
         events |= r | CLUSTER_BEAT;
         return take_over(c, cfg, ret_error) < 0 ? -EIO : events;

@@ -22,9 +22,9 @@ Cluster *cluster_new(void);
 Cluster *cluster_free(Cluster *cl);
 /* After a (re)connect: the next beat joins at once. */
 void cluster_reset(Cluster *cl);
-/* The heartbeat when it is due (else 0 at once): the CLUSTER_* bits, or -EIO
- * with *ret_error. */
-int cluster_beat(Cluster *cl, PGconn *c, const Config *cfg, char **ret_error);
+/* The heartbeat when it is due (else 0 at once), telling how many of our
+ * workers are busy: the CLUSTER_* bits, or -EIO with *ret_error. */
+int cluster_beat(Cluster *cl, PGconn *c, const Config *cfg, int busy, char **ret_error);
 /* Whether we lead now: the lease is ours and not past its local deadline (a
  * node frozen past its lease knows it, before its next beat). */
 bool cluster_leader(const Cluster *cl);

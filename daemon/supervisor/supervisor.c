@@ -322,7 +322,7 @@ static void on_tick(Supervisor *s)
 static void beat(Supervisor *s)
 {
         char *err = NULL;
-        int events = cluster_beat(s->cluster, s->conn, s->cfg, &err);
+        int events = cluster_beat(s->cluster, s->conn, s->cfg, (int)children_count(s->children, CHILD_CHUNK), &err);
 
         if (events < 0) {
                 db_lost(s, "heartbeat", err);

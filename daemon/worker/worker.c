@@ -324,14 +324,11 @@ static Outcome not_ours(Chunk *ch)
         return OUTCOME_NOT_RUN;
 }
 
-/* The whole transaction, after the claim is found still ours. */
+/* The whole transaction. */
 static Outcome load_chunk(Chunk *ch)
 {
-        int r = chunk_started(
-                ch->conn, ch->file_id, ch->chunk_no, ch->claim.node, ch->claim.claim, (int)getpid(), &ch->error);
+        int r;
 
-        if (r <= 0)
-                return r == 0 ? not_ours(ch) : OUTCOME_RETRY;
         if (db_exec(ch->conn, &ch->error, "BEGIN", 0, NULL) < 0 ||
                 db_exec(ch->conn, &ch->error, "SET LOCAL lock_timeout = '5s'", 0, NULL) < 0)
                 return OUTCOME_RETRY;
