@@ -57,13 +57,18 @@ char *db_error(PGconn *c, const PGresult *res)
         return s;
 }
 
-bool db_unique_violation(const char *error)
+/* Whether an error of db_error ends with " (SQLSTATE state)". */
+static bool has_sqlstate(const char *error, const char *state)
 {
-        static const char suffix[] = " (SQLSTATE 23505)";
-        size_t n = error ? strlen(error) : 0;
+        char suffix[32];
+        size_t n = error ? strlen(error) : 0, k = (size_t)snprintf(suffix, sizeof suffix, " (SQLSTATE %s)", state);
 
-        return n >= sizeof suffix - 1 && strcmp(error + n - (sizeof suffix - 1), suffix) == 0;
+        return n >= k && strcmp(error + n - k, suffix) == 0;
 }
+
+bool db_unique_violation(const char *error) { return has_sqlstate(error, "23505"); }
+
+bool db_lock_timeout(const char *error) { return has_sqlstate(error, "55P03"); }
 
 PGresult *db_query(PGconn *c, char **ret_error, const char *sql, int n, const char *const *params)
 {

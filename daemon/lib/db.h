@@ -34,5 +34,7 @@ int db_copy_rows(PGconn *c, char **ret_error, const char *sql, const char *data,
 char *db_error(PGconn *c, const PGresult *res);
 /* True when an error of db_error is a unique violation (SQLSTATE 23505). */
 bool db_unique_violation(const char *error);
+/* True when an error of db_error is a lock_timeout (SQLSTATE 55P03). */
+bool db_lock_timeout(const char *error);
 /* True when the error is a lost connection rather than a statement error. */
 bool db_connection_lost(PGconn *c);

@@ -82,12 +82,18 @@ static void notify_status(Supervisor *s, const char *fmt, ...)
         sd_notifyf(0, "STATUS=%s", buf);
 }
 
+static int add_fd(Supervisor *s, int fd)
+{
+        struct epoll_event ev = { .events = EPOLLIN, .data.fd = fd };
+        return epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
 /* ---- database connection ---------------------------------------------- */
 
 static void db_lost(Supervisor *s, const char *what, char *err)
 {
         if (s->conn && !db_connection_lost(s->conn)) {
-                bool busy = err && strstr(err, "SQLSTATE 55P03"); /* lock_timeout: another node's row */
+                bool busy = db_lock_timeout(err); /* another node's row */
                 log_msg(busy ? LOG_INFO : LOG_ERR, "%s: %s%s", what, err ? err : "error",
                         busy ? "; trying again on the next pass" : "");
                 free(err);
@@ -155,9 +161,8 @@ static void try_connect(Supervisor *s)
         free(s->last_db_error);
         s->last_db_error = NULL;
         log_msg(LOG_INFO, "connected to the database as node %s, schema ready", s->cfg->node);
-        struct epoll_event ev = { .events = EPOLLIN, .data.fd = PQsocket(s->conn) };
-        if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, ev.data.fd, &ev) == 0)
-                s->db_fd = ev.data.fd;
+        if (add_fd(s, PQsocket(s->conn)) == 0)
+                s->db_fd = PQsocket(s->conn);
         cluster_reset(s->cluster);
         s->state = SUP_RUNNING;
 }
@@ -364,12 +369,6 @@ static void work(Supervisor *s)
 }
 
 /* ---- setup -------------------------------------------------------------- */
-
-static int add_fd(Supervisor *s, int fd)
-{
-        struct epoll_event ev = { .events = EPOLLIN, .data.fd = fd };
-        return epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
-}
 
 static int setup(Supervisor *s)
 {
