@@ -63,7 +63,7 @@ static bool has_sqlstate(const char *error, const char *state)
         char suffix[32];
         size_t n = error ? strlen(error) : 0, k = (size_t)snprintf(suffix, sizeof suffix, " (SQLSTATE %s)", state);
 
-        return n >= k && strcmp(error + n - k, suffix) == 0;
+        return error && n >= k && strcmp(error + n - k, suffix) == 0;
 }
 
 bool db_unique_violation(const char *error) { return has_sqlstate(error, "23505"); }
