@@ -172,6 +172,15 @@ int db_copy_result(PGconn *c, char **ret_error)
         return r;
 }
 
+int db_begin_unflushed(PGconn *c, char **ret_error)
+{
+        if (db_exec(c, ret_error, "BEGIN", 0, NULL) < 0)
+                return -EIO;
+        if (db_exec(c, ret_error, "SET LOCAL synchronous_commit = off", 0, NULL) < 0)
+                return db_end(c, -EIO, ret_error);
+        return 0;
+}
+
 int db_end(PGconn *c, int r, char **ret_error)
 {
         if (r == 0)

@@ -16,6 +16,10 @@ int db_exec(PGconn *c, char **ret_error, const char *sql, int n, const char *con
 int db_query_bool(PGconn *c, char **ret_error, const char *sql, int n, const char *const *params);
 /* Runs several ;-separated statements without parameters. 0 or -EIO. */
 int db_script(PGconn *c, char **ret_error, const char *sql);
+/* Begins a transaction whose COMMIT does not wait for the WAL flush (nor a
+ * synchronous standby): for bookkeeping that a crash of the server may lose
+ * because the next step finds it lost and does it again. 0 or -EIO. */
+int db_begin_unflushed(PGconn *c, char **ret_error);
 /* Ends a transaction: COMMIT when r == 0, else ROLLBACK. Returns r, or the
  * COMMIT's failure (-EIO with *ret_error). */
 int db_end(PGconn *c, int r, char **ret_error);

@@ -52,9 +52,8 @@ int node_heartbeat(PGconn *c, NodeId me, int workers, int busy, double lease, No
         /* Committed without waiting for the WAL flush: a heartbeat lost in a
          * crash of the server is renewed by the next one, and the supervisor's
          * loop must not wait behind a load's writes every beat. */
-        if (db_exec(c, ret_error, "BEGIN", 0, NULL) < 0 ||
-                db_exec(c, ret_error, "SET LOCAL synchronous_commit = off", 0, NULL) < 0)
-                return db_end(c, -EIO, ret_error);
+        if (db_begin_unflushed(c, ret_error) < 0)
+                return -EIO;
         /* the lease is taken when it is ours or has lapsed, by the database's clock */
         PGresult *res = db_query(c, ret_error,
                 "WITH me AS (UPDATE ingest.nodes SET heartbeat_at = now(), workers = $3, busy = $5 "

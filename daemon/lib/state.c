@@ -177,6 +177,12 @@ int chunk_claim(PGconn *c, int64_t file_id, int no, const char *node, char **ret
 {
         Ids k = ids_of(file_id, no);
         const char *p[3] = { k.file, k.no, node };
+        /* Unflushed: the claim's commit would otherwise wait, before every
+         * fork, behind the WAL the other workers are writing. A claim lost in
+         * a crash of the server takes its worker's commit with it (WAL is one
+         * sequence), and the worker, not finding its claim, leaves the chunk. */
+        if (db_begin_unflushed(c, ret_error) < 0)
+                return -EIO;
         /* SKIP LOCKED: a row another node is claiming or releasing is not ours to wait for */
         PGresult *res = db_query(c, ret_error,
                 "UPDATE ingest.chunks c SET state = " SQL_LOADING ", attempts = c.attempts + 1, node = $3, "
@@ -188,7 +194,7 @@ int chunk_claim(PGconn *c, int64_t file_id, int no, const char *node, char **ret
         int claim = res && PQntuples(res) == 1 ? atoi(PQgetvalue(res, 0, 0)) : 0;
 
         PQclear(res);
-        return res ? claim : -EIO;
+        return db_end(c, res ? 0 : -EIO, ret_error) < 0 ? -EIO : claim;
 }
 
 int chunk_done(PGconn *c, int64_t file_id, int no, const char *node, const ChunkRows *rows, const char *apply_path,
@@ -208,10 +214,18 @@ int chunk_done(PGconn *c, int64_t file_id, int no, const char *node, const Chunk
                 "rows_superseded = $5, apply_path = $6, finished_at = now(), error = NULL, worker_pid = $8 "
                 "WHERE file_id = $1 AND no = $2 AND state = " SQL_LOADING " AND node = $7",
                 8, p);
-        return r < 0 ? r : state_wake(c, ret_error);
+        return r;
 }
 
-int state_wake(PGconn *c, char **ret_error) { return db_exec(c, ret_error, "NOTIFY " WAKE_CHANNEL, 0, NULL); }
+int state_wake(PGconn *c, char **ret_error)
+{
+        if (PQtransactionStatus(c) != PQTRANS_IDLE)
+                return db_exec(c, ret_error, "NOTIFY " WAKE_CHANNEL, 0, NULL);
+        /* on its own: a NOTIFY takes an xid, and its commit would wait for the WAL flush */
+        if (db_begin_unflushed(c, ret_error) < 0)
+                return -EIO;
+        return db_end(c, db_exec(c, ret_error, "NOTIFY " WAKE_CHANNEL, 0, NULL), ret_error);
+}
 
 int chunk_release(PGconn *c, const ChunkClaim *cl, ChunkState to, double delay, bool count_attempt, char **ret_error)
 {

@@ -93,7 +93,10 @@ typedef struct ChunkClaim {
 int chunk_claim(PGconn *c, int64_t file_id, int no, const char *node, char **ret_error);
 /* Inside the worker's transaction, which holds the row and has checked the
  * claim under the lock: loading -> done with its rows; node and worker_pid
- * stay, as the ones that committed it. */
+ * stay, as the ones that committed it. No NOTIFY here: a notifying commit
+ * holds a lock that serializes such commits, WAL flush included, so the
+ * workers' commits would queue; the supervisor wakes the others when it
+ * reaps the worker (chunkexit.h). */
 int chunk_done(PGconn *c, int64_t file_id, int no, const char *node, const ChunkRows *rows, const char *apply_path,
         char **ret_error);
 /* The worker is gone: loading -> pending, due again after delay seconds, or
@@ -112,7 +115,10 @@ int chunks_reset_orphans(PGconn *c, const char *node, const char *const *live, s
  * for none), heartbeat age in seconds ('' when it was not removed now),
  * chunks released. NULL with *ret_error on failure. */
 PGresult *chunks_take_over(PGconn *c, double takeover_after, char **ret_error);
-/* NOTIFY WAKE_CHANNEL (delivered when the transaction commits). */
+/* NOTIFY WAKE_CHANNEL, delivered when the transaction commits. Outside a
+ * transaction, in one of its own whose commit does not wait for the WAL flush
+ * (PostgreSQL holds a cluster-wide lock from a notifying commit's start to
+ * its end: a flush there would hold up every other notifier). */
 int state_wake(PGconn *c, char **ret_error);
 /* The error of the chunk's last attempt, for status and the log (not a transition). */
 int chunk_record_error(PGconn *c, const ChunkClaim *cl, const char *error, char **ret_error);

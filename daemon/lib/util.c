@@ -206,6 +206,8 @@ const char *dropped_name(const char *path)
 
         while (*p >= '0' && *p <= '9')
                 p++;
+        if (p > base && *p == UPDATE_MARK[0])
+                p++;
         return p > base && *p == '-' ? p + 1 : base;
 }
 

@@ -22,7 +22,11 @@ double now_monotonic(void);
  * other bytes become \xNN. Used for the database and for log lines. */
 char *name_escape(const char *name);
 
-/* The name as dropped, from processing/'s "ID-NAME" (with or without directories). */
+/* Files under processing/, done/ and failed/ are "ID-NAME", or "IDu-NAME"
+ * for a file of updates/: the folders alone tell what to do with a file the
+ * database has lost (reconcile.h). */
+#define UPDATE_MARK "u"
+/* The name as dropped, from "ID-NAME" or "IDu-NAME" (with or without directories). */
 const char *dropped_name(const char *path);
 
 /* True when [p, p+n) is valid UTF-8 (no overlongs, no surrogates). */

@@ -83,7 +83,10 @@ int chunkexit_record(PGconn *conn, const Config *cfg, const Children *ch, const 
         if (o != OUTCOME_DONE && o != OUTCOME_NOT_RUN)
                 report = chunk_report(conn, c);
         switch (policy_after_exit(o, attempts, cfg->retry_max_attempts, cfg->retry_backoff, &delay)) {
-        case ACTION_DONE: log_chunk_done(conn, c); break;
+        case ACTION_DONE:
+                log_chunk_done(conn, c);
+                r = state_wake(conn, ret_error);
+                break;
         case ACTION_RELEASE: r = chunk_release(conn, &cl, CHUNK_PENDING, 0, false, ret_error); break;
         case ACTION_FAIL_FILE:
                 r = chunk_release(conn, &cl, CHUNK_PENDING, 0, false, ret_error);

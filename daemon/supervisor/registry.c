@@ -4,11 +4,12 @@
  * into processing/, the plan child (planfile.h) inserts the chunks together
  * with state loading, and the final state is committed before the rename to
  * done/ or failed/; registry_recover() completes whichever step was cut off.
- * Names on disk under processing/ are "ID-NAME" with NAME escaped to UTF-8, so
- * the database and the folder agree byte for byte. */
+ * Names on disk under processing/ are "ID-NAME" (ingest) or "IDu-NAME" (update),
+ * with NAME escaped to UTF-8, so the database and the folder agree byte for byte. */
 #include "registry.h"
 #include "db.h"
 #include "log.h"
+#include "reconcile.h"
 #include "state.h"
 #include "util.h"
 #include "watcher.h"
@@ -63,7 +64,7 @@ char *registry_processing_path(const Config *cfg, const char *path)
         return xasprintf("%s/processing/%s", cfg->state, path);
 }
 
-static const char *folder_of(const Config *cfg, FileKind kind)
+const char *registry_folder(const Config *cfg, FileKind kind)
 {
         return kind == KIND_UPDATE ? cfg->updates : cfg->incoming;
 }
@@ -140,7 +141,7 @@ static int still_registered(PGconn *c, int64_t id, const char *to, const char *f
 
 int registry_register(PGconn *c, const Config *cfg, FileKind kind, const char *name)
 {
-        char *from = xasprintf("%s/%s", folder_of(cfg, kind), name);
+        char *from = xasprintf("%s/%s", registry_folder(cfg, kind), name);
         char *shown = name_escape(name), *path = NULL, *to = NULL, *reason = NULL;
         struct stat st;
         int64_t id;
@@ -155,7 +156,7 @@ int registry_register(PGconn *c, const Config *cfg, FileKind kind, const char *n
                 r = -EIO;
                 goto out;
         }
-        path = xasprintf("%" PRId64 "-%s", id, shown);
+        path = xasprintf("%" PRId64 "%s-%s", id, kind == KIND_UPDATE ? UPDATE_MARK : "", shown);
         const char *what = not_regular(st.st_mode);
         if (what)
                 reason = xasprintf("not a regular file (%s); moved to failed/", what);
@@ -201,7 +202,7 @@ static int found_cmp(const void *a, const void *b)
 
 static int rescan_folder(PGconn *c, const Config *cfg, FileKind kind, int *deferred)
 {
-        DIR *d = opendir(folder_of(cfg, kind));
+        DIR *d = opendir(registry_folder(cfg, kind));
         Found *found = NULL;
         size_t n = 0, cap = 0;
         struct dirent *de;
@@ -289,7 +290,10 @@ static int recover_final_moves(PGconn *c, const Config *cfg)
 
 int registry_recover(PGconn *c, const Config *cfg)
 {
-        int r = recover_new_files(c, cfg);
+        int r = reconcile_folders(c, cfg); /* first: a file back in processing/ keeps its new row */
+
+        if (r == 0)
+                r = recover_new_files(c, cfg);
         return r < 0 ? r : recover_final_moves(c, cfg);
 }
 

@@ -16,7 +16,8 @@ int registry_register(PGconn *c, const Config *cfg, FileKind kind, const char *n
 /* Registers every wanted file in both folders, oldest first. Files modified
  * in the last second are left for their close event; *ret_deferred counts them. */
 int registry_rescan(PGconn *c, const Config *cfg, int *ret_deferred);
-/* After a (re)connect: forgets registrations cut off before the move into
+/* After a (re)connect: makes the folders agree with a database that may have
+ * lost its last commits (reconcile.h), forgets registrations cut off before the move into
  * processing/ and finishes final moves cut off after the state was committed. Chunks of dead workers
  * are the supervisor's to reset (it knows which workers live). */
 int registry_recover(PGconn *c, const Config *cfg);
@@ -24,5 +25,7 @@ int registry_recover(PGconn *c, const Config *cfg);
 int registry_fail(PGconn *c, const Config *cfg, int64_t file_id, const char *reason);
 /* All chunks are done: totals, the reject ratio check, done/ or failed/. */
 int registry_finish(PGconn *c, const Config *cfg, int64_t file_id);
+/* The watched folder of a kind: incoming/ or updates/. */
+const char *registry_folder(const Config *cfg, FileKind kind);
 /* Absolute path of a file under processing/. */
 char *registry_processing_path(const Config *cfg, const char *path);

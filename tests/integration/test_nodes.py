@@ -150,14 +150,12 @@ def test_kill_9_of_a_node_its_chunks_are_taken_over(daemon, tmp_path):
     for _ in range(20):             # frozen while it holds a chunk, so that what it holds stays put
         wait_held(ns[0], victim.node)
         pids = node_pids(victim)
-        for p in pids:
-            os.kill(p, signal.SIGSTOP)
+        signal_all(pids, signal.SIGSTOP)
         time.sleep(0.3)             # a COMMIT already sent may still land
         held = held_by(ns[0], victim.node)
         if held:
             break
-        for p in pids:
-            os.kill(p, signal.SIGCONT)
+        signal_all(pids, signal.SIGCONT)
     assert held
     victim.proc.kill()                                  # its workers die with it (PR_SET_PDEATHSIG)
     killed_at = time.time()
@@ -193,6 +191,15 @@ def node_pids(d):
     return [int(p) for p in out.stdout.split()]
 
 
+def signal_all(pids, sig):
+    """A worker listed a moment ago may have exited since."""
+    for p in pids:
+        try:
+            os.kill(p, sig)
+        except ProcessLookupError:
+            pass
+
+
 def test_a_stopped_node_is_declared_dead_then_rejoins(daemon, tmp_path):
     ns = start_all(nodes(daemon, 3, chunk_size="256k"))
     src = generate(tmp_path / "big.csv", 200000, 22)
@@ -200,15 +207,10 @@ def test_a_stopped_node_is_declared_dead_then_rejoins(daemon, tmp_path):
     frozen = ns[2]
     wait_held(ns[0], frozen.node)
     pids = node_pids(frozen)
-    for p in pids:
-        os.kill(p, signal.SIGSTOP)
+    signal_all(pids, signal.SIGSTOP)
     time.sleep(3 * 3)                                   # three times takeover_after
     gone = query(ns[0].conninfo, "SELECT count(*) FROM ingest.nodes WHERE node = %s", (frozen.node,))[0][0]
-    for p in pids:
-        try:
-            os.kill(p, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
+    signal_all(pids, signal.SIGCONT)
     assert gone == 0, "the frozen node was not declared dead"
     frozen.wait_log("was declared dead by the others")
     wait_files(ns[0], 1, ns)

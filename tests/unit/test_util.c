@@ -50,6 +50,19 @@ static void test_name_escape(void **state)
         free(s);
 }
 
+static void test_dropped_name(void **state)
+{
+        (void)state;
+        assert_string_equal(dropped_name("12-p.csv"), "p.csv");
+        assert_string_equal(dropped_name("/var/lib/ingestd/done/12u-prices.csv"), "prices.csv");
+        assert_string_equal(dropped_name("12u-"), "");
+        /* not ours: the whole base name */
+        assert_string_equal(dropped_name("u-p.csv"), "u-p.csv");
+        assert_string_equal(dropped_name("12x-p.csv"), "12x-p.csv");
+        assert_string_equal(dropped_name("12uu-p.csv"), "12uu-p.csv");
+        assert_string_equal(dropped_name("dir/p.csv"), "p.csv");
+}
+
 static void test_buf(void **state)
 {
         (void)state;
@@ -68,6 +81,7 @@ int main(void)
                 cmocka_unit_test(test_parse_size),
                 cmocka_unit_test(test_utf8),
                 cmocka_unit_test(test_name_escape),
+                cmocka_unit_test(test_dropped_name),
                 cmocka_unit_test(test_buf),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
