@@ -13,7 +13,7 @@
 #include "db.h"
 #include "log.h"
 #include "namecount.h"
-#include "schema.h"
+#include "products.h"
 #include "state.h"
 
 #include <errno.h>
@@ -96,7 +96,7 @@ static int count_in_server(PGconn *c, char **ret_error)
         return r == 0 ? db_exec(c, ret_error, fresh_sql, 0, NULL) : r;
 }
 
-/* products' estimated rows (PRODUCTS_ROWS) when this process may count the
+/* products' estimated rows (PRODUCTS_ROWS_ESTIMATE, products.h) when this process may count the
  * names, 0 when not: GROUP BY compares them as bytes (text of a
  * deterministic collation, as ingestd creates it), and the names would fit in
  * max_bytes if every second row had a new one of 16 bytes (2 slots each at
@@ -116,8 +116,7 @@ static int64_t rows_to_count_here(PGconn *c, uint64_t max_bytes, char **ret_erro
                 "                          AND l.collisdeterministic) AND est <= $1::float8 "
                 "            THEN est::bigint + 1 ELSE 0 END "
                 "FROM pg_attribute a JOIN pg_collation l ON l.oid = a.attcollation, "
-                "     (SELECT " PRODUCTS_ROWS " AS est "
-                "      FROM pg_class WHERE oid = 'public.products'::regclass) t "
+                "     (SELECT " PRODUCTS_ROWS_ESTIMATE " AS est) t "
                 "WHERE a.attrelid = 'public.products'::regclass AND a.attname = 'name' GROUP BY est",
                 1, p);
 

@@ -31,6 +31,8 @@ const ConfigKey config_keys[] = {
         { "defer_key", CT_BOOL, OFF(defer_key), "true", 0, 0, true,
                 "a file loaded into an empty products builds its primary key once, after its rows" },
         { "key", CT_KEY, OFF(key), "sku", 0, 0, false, "\"sku\" or \"sku,name\": the primary key of products" },
+        { "database.partitions", CT_INT, OFF(partitions), "0", 0, 1024, false,
+                "hash partitions of products by sku, created with the table; 0 = one table" },
         { "aggregate.interval", CT_FLOAT, OFF(aggregate_interval), "60", 0, 86400 * 365, true,
                 "seconds between refreshes of products_agg; 0 = only after loads" },
         { "aggregate.after_load", CT_BOOL, OFF(aggregate_after_load), "true", 0, 0, true,

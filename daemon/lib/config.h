@@ -18,6 +18,7 @@ typedef struct Config {
         int max_ranges;
         bool defer_key; /* first loads into an empty products build its key after the rows */
         KeyMode key;
+        int partitions;            /* of products by hash(sku); 0 = one table */
         double aggregate_interval; /* seconds, 0 = only after loads */
         bool aggregate_after_load;
         uint64_t aggregate_count_memory; /* bytes; 0 = the server always counts */

@@ -1,5 +1,5 @@
 /* schema.c - applies conf/schema.sql (compiled in) and creates products with
- * the configured key, all in one transaction under an advisory lock so that
+ * the configured key and partitions (products.h), all in one transaction under an advisory lock so that
  * concurrent start-ups do not race. A digest of those statements, kept as the
  * comment of schema ingest, says when they have run already: a start-up then
  * runs no DDL, because ALTER TABLE locks products exclusively even when it
@@ -7,6 +7,7 @@
 #include "schema.h"
 #include "db.h"
 #include "deferkey.h"
+#include "products.h"
 #include "util.h"
 
 #include <errno.h>
@@ -48,6 +49,12 @@ static int check_key(PGconn *c, KeyMode key, char **ret_error)
         return r;
 }
 
+static int check_table(PGconn *c, KeyMode key, int partitions, char **ret_error)
+{
+        int r = products_check_partitions(c, partitions, ret_error);
+        return r < 0 ? r : check_key(c, key, ret_error);
+}
+
 /* FNV-1a over the statements: a change detector, not a checksum anyone
  * attacks (and libcrypto's setup would cost the supervisor 2 MB). */
 static uint64_t fnv1a(uint64_t h, const char *text)
@@ -86,25 +93,16 @@ static int run_ddl(PGconn *c, const char *products, const char *digest, char **r
         return r;
 }
 
-int schema_migrate(PGconn *c, KeyMode key, char **ret_error)
+int schema_migrate(PGconn *c, KeyMode key, int partitions, char **ret_error)
 {
-        /* COLLATE "C": skus and names are identifiers, compared byte-wise;
-         * locale-aware comparison made every index insert and sort slower */
-        char *products = xasprintf(
-                "CREATE TABLE IF NOT EXISTS public.products ("
-                " sku text COLLATE \"C\" NOT NULL, name text COLLATE \"C\" NOT NULL, description text,"
-                " file_seq bigint NOT NULL DEFAULT 0, line bigint NOT NULL DEFAULT 0,"
-                " PRIMARY KEY (%s));"
-                "ALTER TABLE public.products ADD COLUMN IF NOT EXISTS file_seq bigint NOT NULL DEFAULT 0;"
-                "ALTER TABLE public.products ADD COLUMN IF NOT EXISTS line bigint NOT NULL DEFAULT 0;",
-                key == KEY_SKU_NAME ? "sku, name" : "sku");
+        char *products = products_ddl(key, partitions);
         char digest[65];
         int r;
 
         schema_digest(products, digest);
         if ((r = schema_current(c, digest, ret_error)) != 0) {
                 free(products);
-                return r < 0 ? r : check_key(c, key, ret_error);
+                return r < 0 ? r : check_table(c, key, partitions, ret_error);
         }
         r = db_exec(c, ret_error, "BEGIN", 0, NULL);
         if (r == 0)
@@ -113,10 +111,12 @@ int schema_migrate(PGconn *c, KeyMode key, char **ret_error)
         int current = r < 0 ? 0 : schema_current(c, digest, ret_error);
         if (r == 0 && current < 0)
                 r = current;
+        if (r == 0 && current == 0) /* the partitions first: their DDL fails on another layout */
+                r = products_check_partitions(c, partitions, ret_error);
         if (r == 0 && current == 0)
                 r = run_ddl(c, products, digest, ret_error);
         if (r == 0)
-                r = check_key(c, key, ret_error);
+                r = check_table(c, key, partitions, ret_error);
         free(products);
         return db_end(c, r, ret_error);
 }

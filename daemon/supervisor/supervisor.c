@@ -144,15 +144,18 @@ static void try_connect(Supervisor *s)
                 return;
         s->next_connect = now_monotonic() + CONNECT_RETRY;
         s->conn = db_connect(s->cfg->conninfo, &err);
+        bool reached = s->conn != NULL;
         if (s->conn && (db_exec(s->conn, &err, "SET lock_timeout = '" SUPERVISOR_LOCK_TIMEOUT "'", 0, NULL) < 0 ||
-                               schema_migrate(s->conn, s->cfg->key, &err) < 0 ||
+                               schema_migrate(s->conn, s->cfg->key, s->cfg->partitions, &err) < 0 ||
                                db_exec(s->conn, &err, "LISTEN " WAKE_CHANNEL, 0, NULL) < 0)) {
+                reached = !db_connection_lost(s->conn); /* a schema that does not fit the configuration */
                 PQfinish(s->conn);
                 s->conn = NULL;
         }
         if (!s->conn) {
                 if (!s->last_db_error || strcmp(s->last_db_error, err) != 0)
-                        log_msg(LOG_ERR, "database unreachable, retrying every %.0f s: %s", CONNECT_RETRY, err);
+                        log_msg(LOG_ERR, "%s, retrying every %.0f s: %s",
+                                reached ? "cannot use the database" : "database unreachable", CONNECT_RETRY, err);
                 notify_status(s, "waiting for the database: %s", err);
                 free(s->last_db_error);
                 s->last_db_error = err;

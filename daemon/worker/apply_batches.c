@@ -13,7 +13,7 @@
 #include "batch.h"
 #include "db.h"
 #include "rules.h"
-#include "schema.h"
+#include "products.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -88,17 +88,14 @@ static int run_update(BatchPath *b, Buf *out, char **ret_error)
  * transaction: an insert counts +1 for its name, a rename -1 for the old name
  * and +1 for the new one. The refresh after the load folds these in instead
  * of recounting products. When a chunk changes more than AGG_RECOUNT_SHARE of
- * the table's estimated rows (PRODUCTS_ROWS, schema.h), recording the deltas
+ * the table's estimated rows (PRODUCTS_ROWS_ESTIMATE, products.h), recording the deltas
  * costs more than recounting, and the chunk asks for a recount. Once a
  * recount is pending, later chunks leave only their own request (not none:
  * the pending one may belong to a refresh that will not see this chunk). */
 static int agg_state(BatchPath *b, char **ret_error)
 {
         PGresult *res = db_query(b->c->conn, ret_error,
-                "SELECT EXISTS (SELECT 1 FROM ingest.agg_delta WHERE name IS NULL), "
-                "       " PRODUCTS_ROWS " "
-                "FROM pg_class WHERE oid = 'public.products'::regclass",
-                0, NULL);
+                "SELECT EXISTS (SELECT 1 FROM ingest.agg_delta WHERE name IS NULL), " PRODUCTS_ROWS_ESTIMATE, 0, NULL);
 
         if (!res)
                 return -EIO;

@@ -2,6 +2,7 @@
 #include "deferkey.h"
 #include "db.h"
 #include "lookahead.h"
+#include "products.h"
 #include "rules.h"
 #include "util.h"
 
@@ -137,10 +138,9 @@ static int add_key(PGconn *c, const char *name, KeyMode key, char **ret_error)
         char *q = PQescapeIdentifier(c, name, strlen(name));
         if (!q)
                 return -ENOMEM;
-        char *sql = xasprintf("CREATE UNIQUE INDEX %s ON public.products (%s); "
-                              "ALTER TABLE public.products ADD CONSTRAINT %s PRIMARY KEY USING INDEX %s",
-                q, key == KEY_SKU_NAME ? "sku, name" : "sku", q, q);
-        int r = db_script(c, ret_error, sql);
+        int partitioned = products_partitioned(c, ret_error);
+        char *sql = partitioned < 0 ? NULL : products_add_key_sql(q, key, partitioned == 1);
+        int r = sql ? db_script(c, ret_error, sql) : -EIO;
 
         PQfreemem(q);
         free(sql);

@@ -84,13 +84,13 @@ class Daemon:
     def write_config(self, workers=2, chunk_size="64k", key="sku", interval=60,
                      after_load="true", max_attempts=3, backoff=0.2, max_ratio=0.5,
                      max_field=65536, max_ranges=1000000, count_memory=None, extra="",
-                     node="test-node", heartbeat=2, takeover_after=10):
+                     node="test-node", heartbeat=2, takeover_after=10, partitions=0):
         # max_ranges: the tests want chunk_size to decide (many small chunks)
         self.node = node
         with open(self.config, "w") as f:
             f.write('cluster: { node = "%s"; heartbeat = %s; takeover_after = %s; };\n'
                     % (node, heartbeat, takeover_after))
-            f.write('database: { conninfo = "%s"; };\n' % self.conninfo)
+            f.write('database: { conninfo = "%s"; partitions = %d; };\n' % (self.conninfo, partitions))
             f.write('paths: { incoming = "%s"; updates = "%s"; state = "%s"; };\n'
                     % (self.incoming, self.updates, self.state))
             f.write('workers = %d;\nchunk_size = "%s";\nkey = "%s";\nmax_ranges = %d;\n'
@@ -167,12 +167,29 @@ class Daemon:
         return [int(p) for p in out.stdout.split()]
 
 
+# products as one table, or hash-partitioned by sku (database.partitions).
+# A test module with BOTH_LAYOUTS = True runs each of its tests that use the
+# daemon fixture on both.
+LAYOUTS = {"plain": 0, "partitioned": 4}
+
+
+def pytest_generate_tests(metafunc):
+    if getattr(metafunc.module, "BOTH_LAYOUTS", False) and "layout" in metafunc.fixturenames:
+        metafunc.parametrize("layout", sorted(LAYOUTS))
+
+
 @pytest.fixture
-def daemon(db, tmp_path):
+def layout():
+    return "plain"
+
+
+@pytest.fixture
+def daemon(db, tmp_path, layout):
     """A factory of daemons on the test's database; all are stopped at the end."""
     made = []
 
     def make(**settings):
+        settings.setdefault("partitions", LAYOUTS[layout])
         d = Daemon(str(tmp_path), db, **settings)
         made.append(d)
         return d

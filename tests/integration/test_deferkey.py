@@ -10,6 +10,8 @@ import psycopg2
 from conftest import apply_paths_taken, generate, path_kind, primary_key, query
 from model import Model, write_csv
 
+BOTH_LAYOUTS = True   # products as one table and partitioned (conftest.LAYOUTS)
+
 
 def check(d, model, key="sku"):
     assert d.products() == model.table()

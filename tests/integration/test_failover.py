@@ -156,10 +156,15 @@ def test_sync_primary_killed_mid_load(replicated, tmp_path):
         wait_until(lambda: len(chunks_done(r.primary)) >= 4, "four chunks", d)
         before = chunks_done(r.primary)
         fail_over(r, d)
+        promoted = time.time()
         # a synchronous standby has every commit the primary acknowledged
         after = {(f, n): (a, t) for f, n, a, t in chunks_done(r.standby)}
         assert all(after.get((f, n)) == (a, t) for f, n, a, t in before), (before, after)
         wait_loaded(d)
+        resumed = query(r.standby, "SELECT extract(epoch FROM min(finished_at)) - %s FROM ingest.chunks "
+                                   "WHERE finished_at > to_timestamp(%s)", (promoted, promoted))[0][0]
+        print("first chunk committed %.2f s after the promotion" % resumed)
+        assert resumed < 15, resumed
         waits_logged_once(d)
         check_loaded(d, src)
     finally:

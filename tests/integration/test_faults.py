@@ -16,6 +16,8 @@ import pytest
 from conftest import NO_DAC, PGCLUSTER, Daemon, free_port, generate, query
 from model import Model
 
+BOTH_LAYOUTS = True   # products as one table and partitioned (conftest.LAYOUTS)
+
 
 def wait_state(d, name, state="done", timeout=180):
     deadline = time.time() + timeout

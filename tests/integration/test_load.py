@@ -8,6 +8,8 @@ import pytest
 from conftest import APPLY_PATHS, apply_paths, apply_paths_taken, assert_apply_path, generate, keyed_paths, query
 from model import Model, write_csv
 
+BOTH_LAYOUTS = True   # products as one table and partitioned (conftest.LAYOUTS)
+
 
 def check_against(d, model):
     assert d.products() == model.table()

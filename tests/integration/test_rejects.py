@@ -21,6 +21,8 @@ BAD = [
     (b"\"unterminated,Kim,x\r\ngood-4,Lee,swallowed\r\n", "unterminated quoted field"),
 ]
 
+BOTH_LAYOUTS = True   # products as one table and partitioned (conftest.LAYOUTS)
+
 
 def build(path):
     data, expected, line, offset = b"sku,name,description\r\n", [], 2, None
