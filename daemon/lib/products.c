@@ -79,3 +79,22 @@ char *products_add_key_sql(const char *quoted, KeyMode key, bool partitioned)
                          "ALTER TABLE public.products ADD CONSTRAINT %s PRIMARY KEY USING INDEX %s",
                 quoted, key_columns(key), quoted, quoted);
 }
+
+/* On one table an index scan with the whole array is the fastest form. On
+ * partitions it searches every partition's index for every key (pruning
+ * keeps a partition when any key may be in it), so there the keys are joined
+ * in: each key's lookup goes to its own partition, pruned as it runs. */
+#define KEYS_JOINED "FROM unnest($1::text[]) k(sku) JOIN public.products p ON p.sku = k.sku COLLATE \"C\""
+
+const char *products_probe_sql(bool partitioned)
+{
+        return partitioned ? "SELECT p.sku, p.name, p.description, p.file_seq, p.line " KEYS_JOINED
+                           : "SELECT sku, name, description, file_seq, line FROM public.products "
+                             "WHERE sku = ANY($1::text[])";
+}
+
+const char *products_any_sql(bool partitioned)
+{
+        return partitioned ? "SELECT EXISTS (SELECT 1 " KEYS_JOINED ")"
+                           : "SELECT EXISTS (SELECT 1 FROM public.products WHERE sku = ANY($1::text[]))";
+}

@@ -25,6 +25,11 @@ int products_partitioned(PGconn *c, char **ret_error);
  * INDEX (PostgreSQL builds each partition's index). */
 char *products_add_key_sql(const char *quoted, KeyMode key, bool partitioned);
 
+/* The rows of the skus in $1 (text[]): sku, name, description, file_seq,
+ * line; and whether any of them is there. */
+const char *products_probe_sql(bool partitioned);
+const char *products_any_sql(bool partitioned);
+
 /* products' rows as the planner knows them, as a scalar subquery: for each
  * table holding rows (the partitions, or the one table), its reltuples, or,
  * before the first ANALYZE (-1, as right after a bulk load), its bytes over

@@ -28,8 +28,6 @@
  * sessions' snapshots must look them up on disk. */
 #define MAX_NEW_ROW_BATCHES 60
 
-static const char probe_sql[] =
-        "SELECT sku, name, description, file_seq, line FROM public.products WHERE sku = ANY($1::text[])";
 static const char insert_sql[] = "COPY public.products (sku, name, description, file_seq, line) FROM STDIN";
 
 typedef struct BatchPath {
@@ -40,6 +38,7 @@ typedef struct BatchPath {
         char *update_sql;  /* set once the staging table for updates exists */
         bool started;      /* the first batch has read the aggregate state */
         int new_rows_left; /* batches that may still try copy_new_rows */
+        bool partitioned;  /* products is: the lookups take the partitions' form */
         bool agg_recount, agg_marked;
         double agg_limit; /* more delta rows than this: ask for a recount */
         uint64_t agg_changes;
@@ -95,11 +94,14 @@ static int run_update(BatchPath *b, Buf *out, char **ret_error)
 static int agg_state(BatchPath *b, char **ret_error)
 {
         PGresult *res = db_query(b->c->conn, ret_error,
-                "SELECT EXISTS (SELECT 1 FROM ingest.agg_delta WHERE name IS NULL), " PRODUCTS_ROWS_ESTIMATE, 0, NULL);
+                "SELECT EXISTS (SELECT 1 FROM ingest.agg_delta WHERE name IS NULL), " PRODUCTS_ROWS_ESTIMATE ", "
+                "(SELECT relkind = 'p' FROM pg_class WHERE oid = 'public.products'::regclass)",
+                0, NULL);
 
         if (!res)
                 return -EIO;
         b->agg_recount = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+        b->partitioned = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
         b->agg_limit = AGG_RECOUNT_SHARE * strtod(PQgetvalue(res, 0, 1), NULL);
         PQclear(res);
         return 0;
@@ -137,7 +139,7 @@ static int probe(BatchPath *b, Existing **ret_ex, size_t *ret_n, PGresult **ret_
 {
         batch_probe_keys(&b->batch, 0, &b->scratch);
         const char *p[1] = { b->scratch.data };
-        PGresult *res = db_query(b->c->conn, ret_error, probe_sql, 1, p);
+        PGresult *res = db_query(b->c->conn, ret_error, products_probe_sql(b->partitioned), 1, p);
 
         if (!res)
                 return -EIO;
@@ -201,8 +203,7 @@ static int sample_found(BatchPath *b, char **ret_error)
         batch_probe_keys(&b->batch, SAMPLE_KEYS, &b->scratch);
         const char *p[1] = { b->scratch.data };
 
-        return db_query_bool(b->c->conn, ret_error,
-                "SELECT EXISTS (SELECT 1 FROM public.products WHERE sku = ANY($1::text[]))", 1, p);
+        return db_query_bool(b->c->conn, ret_error, products_any_sql(b->partitioned), 1, p);
 }
 
 /* Every row of the batch (sorted by key) as an insert, by COPY. */

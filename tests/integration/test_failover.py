@@ -4,6 +4,7 @@ multi-host conninfo with target_session_attrs=read-write. The primary is
 killed (SIGKILL to every one of its processes) and the standby promoted. Every
 test ends with the tables equal to the sequential model, every file's rows
 accounted for and nothing left in processing/."""
+import contextlib
 import os
 import re
 import shutil
@@ -104,6 +105,18 @@ def failover_daemon(tmp_path, r, tag="", **settings):
     return Daemon(str(tmp_path), r.conninfo, tag=tag, **opts)
 
 
+@contextlib.contextmanager
+def one_daemon(replicated, tmp_path, sync, rows, seed):
+    """A replicated pair, a file of `rows` and a daemon; the daemon is killed at the end."""
+    r = replicated(sync=sync)
+    src = generate(tmp_path / "p.csv", rows, seed)
+    d = failover_daemon(tmp_path, r).start()
+    try:
+        yield r, d, src
+    finally:
+        d.stop(signal.SIGKILL)
+
+
 def chunks_done(conninfo):
     return query(conninfo, "SELECT file_id, no, attempts, finished_at FROM ingest.chunks WHERE state = 'done'")
 
@@ -148,10 +161,7 @@ def waits_logged_once(d):
 
 
 def test_sync_primary_killed_mid_load(replicated, tmp_path):
-    r = replicated(sync=True)
-    src = generate(tmp_path / "p.csv", 300000, 41)
-    d = failover_daemon(tmp_path, r).start()
-    try:
+    with one_daemon(replicated, tmp_path, True, 300000, 41) as (r, d, src):
         d.drop(src, wait=False)
         wait_until(lambda: len(chunks_done(r.primary)) >= 4, "four chunks", d)
         before = chunks_done(r.primary)
@@ -167,15 +177,10 @@ def test_sync_primary_killed_mid_load(replicated, tmp_path):
         assert resumed < 15, resumed
         waits_logged_once(d)
         check_loaded(d, src)
-    finally:
-        d.stop(signal.SIGKILL)
 
 
 def test_async_standby_cut_off_lacks_the_last_chunks(replicated, tmp_path):
-    r = replicated(sync=False)
-    src = generate(tmp_path / "p.csv", 300000, 42)
-    d = failover_daemon(tmp_path, r).start()
-    try:
+    with one_daemon(replicated, tmp_path, False, 300000, 42) as (r, d, src):
         d.drop(src, wait=False)
         wait_until(lambda: len(chunks_done(r.primary)) >= 3, "three chunks", d)
         r.cut_off()
@@ -186,15 +191,10 @@ def test_async_standby_cut_off_lacks_the_last_chunks(replicated, tmp_path):
         wait_loaded(d)
         assert "pending again" in d.log_text() or "released" in d.log_text()
         check_loaded(d, src)
-    finally:
-        d.stop(signal.SIGKILL)
 
 
 def test_async_whole_load_lost_loads_again(replicated, tmp_path):
-    r = replicated(sync=False)
-    src = generate(tmp_path / "p.csv", 100000, 43)
-    d = failover_daemon(tmp_path, r).start()
-    try:
+    with one_daemon(replicated, tmp_path, False, 100000, 43) as (r, d, src):
         r.caught_up()                               # the standby has ingest's schema
         r.cut_off()
         d.drop(src)                                 # loaded on the old primary alone
@@ -207,8 +207,6 @@ def test_async_whole_load_lost_loads_again(replicated, tmp_path):
         [new] = d.status()
         assert os.listdir(os.path.join(d.state, "done")) == ["%d-p.csv" % new["id"]]
         check_loaded(d, src)
-    finally:
-        d.stop(signal.SIGKILL)
 
 
 def active(conninfo, pattern):
@@ -217,33 +215,20 @@ def active(conninfo, pattern):
                  "AND pid <> pg_backend_pid()", (pattern,))[0][0] > 0
 
 
-def test_sync_failover_while_products_agg_is_refreshed(replicated, tmp_path):
-    r = replicated(sync=True)
-    src = generate(tmp_path / "p.csv", 300000, 44)
-    d = failover_daemon(tmp_path, r).start()
-    try:
+@pytest.mark.parametrize("moment,statement", [
+    ("products_agg_refresh", "%INSERT INTO public.products_agg%"),
+    ("deferred_key_build", "CREATE UNIQUE INDEX%"),
+])
+def test_sync_failover_during(replicated, tmp_path, moment, statement):
+    """Killed while that statement runs on the primary: it runs again on the
+    promoted standby, and the key is there at the end."""
+    with one_daemon(replicated, tmp_path, True, 300000, 44) as (r, d, src):
         d.drop(src, wait=False)
-        wait_until(lambda: active(r.primary, "%INSERT INTO public.products_agg%"), "the refresh of products_agg", d)
-        fail_over(r, d)
-        wait_loaded(d)
-        check_loaded(d, src)
-    finally:
-        d.stop(signal.SIGKILL)
-
-
-def test_sync_failover_while_the_deferred_key_is_built(replicated, tmp_path):
-    r = replicated(sync=True)
-    src = generate(tmp_path / "p.csv", 300000, 45)
-    d = failover_daemon(tmp_path, r).start()
-    try:
-        d.drop(src, wait=False)
-        wait_until(lambda: active(r.primary, "CREATE UNIQUE INDEX%"), "the build of the deferred key", d)
+        wait_until(lambda: active(r.primary, statement), moment, d)
         fail_over(r, d)
         wait_loaded(d)
         assert primary_key(d) == "sku"
         check_loaded(d, src)
-    finally:
-        d.stop(signal.SIGKILL)
 
 
 def test_two_nodes_follow_the_promotion(replicated, tmp_path):
