@@ -66,8 +66,7 @@ int products_check_partitions(PGconn *c, int partitions, char **ret_error)
 
 int products_partitioned(PGconn *c, char **ret_error)
 {
-        return db_query_bool(
-                c, ret_error, "SELECT relkind = 'p' FROM pg_class WHERE oid = 'public.products'::regclass", 0, NULL);
+        return db_query_bool(c, ret_error, "SELECT " PRODUCTS_IS_PARTITIONED, 0, NULL);
 }
 
 char *products_add_key_sql(const char *quoted, KeyMode key, bool partitioned)

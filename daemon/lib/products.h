@@ -25,6 +25,11 @@ int products_partitioned(PGconn *c, char **ret_error);
  * INDEX (PostgreSQL builds each partition's index). */
 char *products_add_key_sql(const char *quoted, KeyMode key, bool partitioned);
 
+/* Whether products is partitioned, as a scalar subquery (a boolean). */
+#define PRODUCTS_IS_PARTITIONED "(SELECT relkind = 'p' FROM pg_class WHERE oid = 'public.products'::regclass)"
+/* Rows into products, every column, the same on both layouts. */
+#define PRODUCTS_COPY_SQL "COPY public.products (sku, name, description, file_seq, line) FROM STDIN"
+
 /* The rows of the skus in $1 (text[]): sku, name, description, file_seq,
  * line; and whether any of them is there. */
 const char *products_probe_sql(bool partitioned);

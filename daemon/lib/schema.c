@@ -111,12 +111,12 @@ int schema_migrate(PGconn *c, KeyMode key, int partitions, char **ret_error)
         int current = r < 0 ? 0 : schema_current(c, digest, ret_error);
         if (r == 0 && current < 0)
                 r = current;
-        if (r == 0 && current == 0) /* the partitions first: their DDL fails on another layout */
+        if (r == 0) /* the partitions before the DDL: theirs fails on another layout */
                 r = products_check_partitions(c, partitions, ret_error);
         if (r == 0 && current == 0)
                 r = run_ddl(c, products, digest, ret_error);
         if (r == 0)
-                r = check_table(c, key, partitions, ret_error);
+                r = check_key(c, key, ret_error);
         free(products);
         return db_end(c, r, ret_error);
 }

@@ -28,8 +28,6 @@
  * sessions' snapshots must look them up on disk. */
 #define MAX_NEW_ROW_BATCHES 60
 
-static const char insert_sql[] = "COPY public.products (sku, name, description, file_seq, line) FROM STDIN";
-
 typedef struct BatchPath {
         const ApplyChunk *c;
         BatchRules rules;
@@ -94,8 +92,8 @@ static int run_update(BatchPath *b, Buf *out, char **ret_error)
 static int agg_state(BatchPath *b, char **ret_error)
 {
         PGresult *res = db_query(b->c->conn, ret_error,
-                "SELECT EXISTS (SELECT 1 FROM ingest.agg_delta WHERE name IS NULL), " PRODUCTS_ROWS_ESTIMATE ", "
-                "(SELECT relkind = 'p' FROM pg_class WHERE oid = 'public.products'::regclass)",
+                "SELECT EXISTS (SELECT 1 FROM ingest.agg_delta WHERE name IS NULL), " PRODUCTS_ROWS_ESTIMATE
+                ", " PRODUCTS_IS_PARTITIONED,
                 0, NULL);
 
         if (!res)
@@ -187,7 +185,7 @@ static int probe_and_apply(BatchPath *b, char **ret_error)
                 batch_put_inserts(&b->batch, b->c->file_id, out);
         }
         if (r == 0 && n.inserts)
-                r = db_copy_rows(b->c->conn, ret_error, insert_sql, out->data, out->len);
+                r = db_copy_rows(b->c->conn, ret_error, PRODUCTS_COPY_SQL, out->data, out->len);
         if (r == 0 && n.updates)
                 r = run_update(b, out, ret_error);
         if (r == 0)
@@ -212,7 +210,7 @@ static int copy_as_new(BatchPath *b, BatchCounts *n, char **ret_error)
         batch_classify(&b->batch, NULL, 0, &b->rules, n);
         b->scratch.len = 0;
         batch_put_inserts(&b->batch, b->c->file_id, &b->scratch);
-        return n->inserts ? db_copy_rows(b->c->conn, ret_error, insert_sql, b->scratch.data, b->scratch.len) : 0;
+        return n->inserts ? db_copy_rows(b->c->conn, ret_error, PRODUCTS_COPY_SQL, b->scratch.data, b->scratch.len) : 0;
 }
 
 /* A first load (ApplyChunk.keys_known): a probe of a few keys spread over

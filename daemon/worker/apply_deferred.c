@@ -16,6 +16,7 @@
 #include "apply.h"
 #include "batch.h"
 #include "db.h"
+#include "products.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -63,11 +64,7 @@ static int piece(void *state, Buf *rows, char **ret_error)
         d->sum.rows += n.rows;
         d->sum.distinct += n.distinct;
         d->sum.pieces++; /* not new_pieces: nothing is looked up here to skip */
-        return n.inserts ? db_copy_rows(d->c->conn, ret_error,
-                                   "COPY public.products (sku, name, description, file_seq, "
-                                   "line) FROM STDIN",
-                                   d->out.data, d->out.len)
-                         : 0;
+        return n.inserts ? db_copy_rows(d->c->conn, ret_error, PRODUCTS_COPY_SQL, d->out.data, d->out.len) : 0;
 }
 
 static int store_uncertain(DeferredPath *d, char **ret_error)
