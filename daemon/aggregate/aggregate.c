@@ -27,8 +27,7 @@
  * may use parallel workers, an INSERT ... SELECT may not. New names then take
  * a plain INSERT and changed counts an UPDATE: cheaper than INSERT ... ON
  * CONFLICT, and safe since refreshes never overlap. */
-static const char fresh_sql[] = "CREATE TEMP TABLE fresh ON COMMIT DROP AS "
-                                "SELECT name, count(*) AS n FROM public.products GROUP BY name";
+static const char fresh_sql[] = "CREATE TEMP TABLE fresh ON COMMIT DROP AS " PRODUCTS_COUNT_BY_NAME;
 static const char refresh_sql[] =
         "WITH cur AS MATERIALIZED (SELECT f.name, f.n, a.no_of_products AS old "
         "                      FROM pg_temp.fresh f LEFT JOIN public.products_agg a ON a.name = f.name), "
@@ -112,12 +111,8 @@ static int64_t rows_to_count_here(PGconn *c, uint64_t max_bytes, char **ret_erro
                 return 0;
         snprintf(rows, sizeof rows, "%" PRIu64, most);
         PGresult *res = db_query(c, ret_error,
-                "SELECT CASE WHEN bool_and(a.atttypid IN ('text'::regtype, 'varchar'::regtype) "
-                "                          AND l.collisdeterministic) AND est <= $1::float8 "
-                "            THEN est::bigint + 1 ELSE 0 END "
-                "FROM pg_attribute a JOIN pg_collation l ON l.oid = a.attcollation, "
-                "     (SELECT " PRODUCTS_ROWS_ESTIMATE " AS est) t "
-                "WHERE a.attrelid = 'public.products'::regclass AND a.attname = 'name' GROUP BY est",
+                "SELECT CASE WHEN " PRODUCTS_NAMES_BYTEWISE " AND est <= $1::float8 THEN est::bigint + 1 ELSE 0 END "
+                "FROM (SELECT " PRODUCTS_ROWS_ESTIMATE " AS est) t",
                 1, p);
 
         if (!res)
@@ -136,7 +131,7 @@ static int count_names(PGconn *c, NameCount *nc, char **ret_error)
         char *row = NULL, *next;
         uint64_t hash = 0;
 
-        if (db_copy_begin(c, ret_error, "COPY (SELECT name FROM public.products) TO STDOUT") < 0)
+        if (db_copy_begin(c, ret_error, PRODUCTS_NAMES_COPY) < 0)
                 return -EIO;
         int n = PQgetCopyData(c, &row, 0); /* a row is "name\n" */
         if (n > 0)

@@ -23,29 +23,19 @@ static const char schema_sql[] =
 static int check_key(PGconn *c, KeyMode key, char **ret_error)
 {
         const char *want = key == KEY_SKU_NAME ? "sku,name" : "sku";
-        PGresult *res = db_query(c, ret_error,
-                "SELECT string_agg(a.attname, ',' ORDER BY k.ord) "
-                "FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(att, ord) "
-                "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.att "
-                "WHERE i.indrelid = 'public.products'::regclass AND i.indisprimary",
-                0, NULL);
-        int r = 0;
+        int r;
+        char *have = products_key_columns(c, ret_error, &r);
 
-        if (!res)
-                return -EIO;
-        const char *have = PQgetisnull(res, 0, 0) ? "(none)" : PQgetvalue(res, 0, 0);
         /* a first load that defers the key is resumed and builds it */
-        if (PQgetisnull(res, 0, 0) && (r = deferkey_pending(c, ret_error)) != 0) {
-                PQclear(res);
+        if (r == 0 && !have && (r = deferkey_pending(c, ret_error)) != 0)
                 return r < 0 ? r : 0;
-        }
-        if (strcmp(have, want) != 0) {
+        if (r == 0 && strcmp(have ? have : "(none)", want) != 0) {
                 *ret_error = xasprintf("table products has primary key (%s) but the configuration says "
                                        "key = \"%s\"",
-                        have, want);
+                        have ? have : "(none)", want);
                 r = -EINVAL;
         }
-        PQclear(res);
+        free(have);
         return r;
 }
 

@@ -44,17 +44,13 @@ typedef struct BatchPath {
 } BatchPath;
 
 /* For ingest files name and description; for update files the header's
- * columns. The key's name is never set. */
+ * columns. */
 static char *update_sql(const ApplyChunk *c)
 {
-        bool sku_name = c->key == KEY_SKU_NAME;
-        bool set_name = !sku_name && (c->kind == KIND_INGEST || c->header->index[COL_NAME] >= 0);
-        bool set_desc = c->kind == KIND_INGEST || c->header->index[COL_DESCRIPTION] >= 0;
+        bool ingest = c->kind == KIND_INGEST;
 
-        return xasprintf("UPDATE public.products p SET %s%sfile_seq = $1::bigint, line = s.line "
-                         "FROM pg_temp.upd s WHERE p.sku = s.sku%s AND " SQL_OLDER("p", "$1::bigint", "s.line"),
-                set_name ? "name = s.name, " : "", set_desc ? "description = s.description, " : "",
-                sku_name ? " AND p.name = s.name" : "");
+        return products_update_sql(
+                c->key, ingest || c->header->index[COL_NAME] >= 0, ingest || c->header->index[COL_DESCRIPTION] >= 0);
 }
 
 static int run_update(BatchPath *b, Buf *out, char **ret_error)
@@ -64,11 +60,7 @@ static int run_update(BatchPath *b, Buf *out, char **ret_error)
 
         if (!b->update_sql) {
                 b->update_sql = update_sql(b->c);
-                /* the staged updates take the collation of products' key */
-                r = db_exec(conn, ret_error,
-                        "CREATE TEMP TABLE upd ON COMMIT DROP AS "
-                        "SELECT sku, name, description, line FROM public.products WITH NO DATA",
-                        0, NULL);
+                r = db_exec(conn, ret_error, PRODUCTS_STAGE_SQL, 0, NULL);
         }
         out->len = 0;
         batch_put_updates(&b->batch, out);
