@@ -27,6 +27,8 @@ CREATE TABLE IF NOT EXISTS ingest.files (
 );
 CREATE INDEX IF NOT EXISTS files_name ON ingest.files (name, id);
 CREATE INDEX IF NOT EXISTS files_active ON ingest.files (id) WHERE state IN ('new', 'loading');
+-- the metrics' reads: files a refresh stamped, files waiting for one (NULL)
+CREATE INDEX IF NOT EXISTS files_aggregated ON ingest.files (aggregated_at);
 
 -- One row per chunk; state 'done' is written in the worker's load transaction,
 -- so it is the checkpoint: a chunk is committed exactly once. A chunk is one
@@ -64,6 +66,9 @@ CREATE TABLE IF NOT EXISTS ingest.rejects (
     reason          text NOT NULL,
     raw             bytea                   -- the record as in the file (first 4 KiB)
 );
+-- Why, as a fixed code (daemon/lib/rejects.h: field_count, quote, utf8, nul,
+-- empty_sku, field_too_long, unknown_sku); NULL for rows from before codes.
+ALTER TABLE ingest.rejects ADD COLUMN IF NOT EXISTS code text;
 ALTER TABLE ingest.files ADD COLUMN IF NOT EXISTS lanes integer NOT NULL DEFAULT 1;
 ALTER TABLE ingest.chunks ADD COLUMN IF NOT EXISTS lane integer NOT NULL DEFAULT 0;
 
@@ -133,6 +138,14 @@ CREATE TABLE IF NOT EXISTS ingest.leader (
 -- heartbeat; attempts, counted at the claim, tells one claim from the next.
 ALTER TABLE ingest.chunks ADD COLUMN IF NOT EXISTS node text;
 CREATE INDEX IF NOT EXISTS chunks_loading ON ingest.chunks (node) WHERE state = 'loading';
+
+-- The last refresh of products_agg that committed (one row): when, and how
+-- long it took. Written in the refresh's transaction.
+CREATE TABLE IF NOT EXISTS ingest.aggregate_runs (
+    one             boolean PRIMARY KEY DEFAULT true CHECK (one),
+    refreshed_at    timestamptz NOT NULL,
+    seconds         double precision NOT NULL
+);
 
 CREATE TABLE IF NOT EXISTS public.products_agg (
     name            text COLLATE "C" PRIMARY KEY,   -- byte order: see products

@@ -232,6 +232,25 @@ static int recount(PGconn *c, uint64_t max_bytes, char **ret_error)
         return r;
 }
 
+/* The files this refresh counts are stamped, the refresh is recorded
+ * (ingest.aggregate_runs: when, how long this transaction took) and
+ * announced on EVENTS_CHANNEL with the first 200 file ids (NOTIFY's payload
+ * is at most 8000 bytes), all in the refresh's transaction. A failed file
+ * whose deferred key is being built (deferkey.h) is locked by the build,
+ * which may wait for our lock on products: a later refresh stamps it. */
+static const char record_sql[] =
+        "WITH s AS (UPDATE ingest.files SET aggregated_at = clock_timestamp() WHERE id IN "
+        "           (SELECT id FROM ingest.files WHERE aggregated_at IS NULL "
+        "            AND state IN (" SQL_DONE ", " SQL_FAILED ") FOR NO KEY UPDATE SKIP LOCKED) RETURNING id), "
+        " r AS (INSERT INTO ingest.aggregate_runs (one, refreshed_at, seconds) "
+        "       VALUES (true, clock_timestamp(), extract(epoch FROM clock_timestamp() - now())) "
+        "       ON CONFLICT (one) DO UPDATE SET refreshed_at = EXCLUDED.refreshed_at, seconds = EXCLUDED.seconds "
+        "       RETURNING seconds) "
+        "SELECT pg_notify('" EVENTS_CHANNEL "', json_build_object('event', 'aggregate', 'mode', $1::text, "
+        "       'files', (SELECT count(*) FROM s), "
+        "       'file_ids', (SELECT coalesce(json_agg(id ORDER BY id), '[]') FROM (SELECT id FROM s ORDER BY id LIMIT 200) x), "
+        "       'seconds', round(r.seconds::numeric, 3))::text) FROM r";
+
 static int refresh_once(PGconn *c, AggregateMode *ret_mode, uint64_t count_memory, char **ret_error)
 {
         AggregateMode mode = *ret_mode;
@@ -245,16 +264,10 @@ static int refresh_once(PGconn *c, AggregateMode *ret_mode, uint64_t count_memor
                 r = db_exec(c, ret_error, "DELETE FROM ingest.agg_delta", 0, NULL);
         if (r == 0 && mode == AGGREGATE_FOLD)
                 r = db_exec(c, ret_error, fold_sql, 0, NULL);
-        /* a failed file whose deferred key is being built (deferkey.h) is
-         * locked by the build, which may wait for our lock on products: it is
-         * stamped by a later refresh */
-        if (r == 0)
-                r = db_exec(c, ret_error,
-                        "UPDATE ingest.files SET aggregated_at = clock_timestamp() WHERE id IN "
-                        "(SELECT id FROM ingest.files WHERE aggregated_at IS NULL "
-                        " AND state IN (" SQL_DONE ", " SQL_FAILED ") "
-                        " FOR NO KEY UPDATE SKIP LOCKED)",
-                        0, NULL);
+        if (r == 0) {
+                const char *p[1] = { mode == AGGREGATE_FULL ? "full" : "fold" };
+                r = db_exec(c, ret_error, record_sql, 1, p);
+        }
         return db_end(c, r, ret_error);
 }
 

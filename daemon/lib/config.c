@@ -57,6 +57,8 @@ const ConfigKey config_keys[] = {
                 "\"inotify\", or \"poll\" for network filesystems (inotify misses other hosts' writes)" },
         { "watch_interval", CT_FLOAT, OFF(watch_interval), "1", 0.05, 3600, false,
                 "seconds between scans of the watched folders with watch = \"poll\"" },
+        { "metrics.listen", CT_LISTEN, OFF(metrics_listen), "", 0, 0, false,
+                "\"HOST:PORT\" serving GET /metrics (Prometheus), e.g. \"127.0.0.1:9187\"; \"\" = off" },
 };
 const size_t config_n_keys = sizeof config_keys / sizeof config_keys[0];
 
@@ -68,6 +70,7 @@ static const char *type_name(ConfigType t)
         case CT_SIZE: return "a size (integer or string like \"16M\")";
         case CT_FLOAT: return "a number";
         case CT_BOOL: return "true or false";
+        case CT_LISTEN: return "\"\" or \"HOST:PORT\" with a numeric host (\"127.0.0.1:9187\", \"[::1]:9187\")";
         case CT_KEY: return "\"sku\" or \"sku,name\"";
         case CT_WATCH: return "\"inotify\" or \"poll\"";
         }
@@ -93,6 +96,12 @@ static int set_from_string(const ConfigKey *k, void *field, const char *s)
                 if (parse_size(s, &size) < 0 || size < k->min || size > k->max)
                         return -ERANGE;
                 *(uint64_t *)field = size;
+                return 0;
+        case CT_LISTEN:
+                if (*s && listen_parse(s, NULL, NULL) < 0)
+                        return -EINVAL;
+                free(*(char **)field);
+                *(char **)field = xstrdup(s);
                 return 0;
         case CT_KEY:
                 if (strcmp(s, "sku") == 0)
@@ -297,6 +306,7 @@ Config *config_free(Config *c)
         free(c->updates);
         free(c->state);
         free(c->node);
+        free(c->metrics_listen);
         free(c);
         return NULL;
 }
@@ -312,7 +322,8 @@ static void value_text(const ConfigKey *k, const Config *c, char *out, size_t n)
         const void *f = (const char *)c + k->offset;
 
         switch (k->type) {
-        case CT_STRING: snprintf(out, n, "\"%s\"", *(char *const *)f); break;
+        case CT_STRING:
+        case CT_LISTEN: snprintf(out, n, "\"%s\"", *(char *const *)f); break;
         case CT_INT: snprintf(out, n, "%d", *(const int *)f); break;
         case CT_SIZE: snprintf(out, n, "%llu", (unsigned long long)*(const uint64_t *)f); break;
         case CT_FLOAT: snprintf(out, n, "%g", *(const double *)f); break;
@@ -347,6 +358,7 @@ void config_diff(const Config *a, const Config *b, void (*fn)(const ConfigKey *k
 void config_carry_restart_keys(Config *to, const Config *from)
 {
         static const size_t size_of[] = { [CT_STRING] = sizeof(char *),
+                [CT_LISTEN] = sizeof(char *),
                 [CT_INT] = sizeof(int),
                 [CT_SIZE] = sizeof(uint64_t),
                 [CT_FLOAT] = sizeof(double),
@@ -360,7 +372,7 @@ void config_carry_restart_keys(Config *to, const Config *from)
                 const void *src = (const char *)from + k->offset;
                 if (k->reloadable)
                         continue;
-                if (k->type == CT_STRING) {
+                if (k->type == CT_STRING || k->type == CT_LISTEN) {
                         free(*(char **)dst);
                         *(char **)dst = xstrdup(*(char *const *)src);
                 } else {

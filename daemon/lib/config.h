@@ -31,9 +31,10 @@ typedef struct Config {
         double takeover_after; /* seconds of silence after which a node is dead */
         WatchMode watch;       /* inotify, or scanning every watch_interval (network filesystems) */
         double watch_interval; /* seconds between scans in poll mode */
+        char *metrics_listen;  /* "HOST:PORT" of the metrics endpoint; "" = off */
 } Config;
 
-typedef enum ConfigType { CT_STRING, CT_INT, CT_SIZE, CT_FLOAT, CT_BOOL, CT_KEY, CT_WATCH } ConfigType;
+typedef enum ConfigType { CT_STRING, CT_INT, CT_SIZE, CT_FLOAT, CT_BOOL, CT_KEY, CT_WATCH, CT_LISTEN } ConfigType;
 
 typedef struct ConfigKey {
         const char *name; /* "retry.backoff" */

@@ -75,11 +75,17 @@ int file_register(
 {
         Ids k = ids_of(id, 0);
         const char *p[6] = { k.file, name, file_kind_name(kind), path, error ? STATE_FAILED : STATE_NEW, error };
-
-        return db_exec(c, ret_error,
-                "INSERT INTO ingest.files (id, name, kind, path, state, error, finished_at) "
-                "VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $5 = " SQL_FAILED " THEN now() END)",
+        /* one that is failed at once (not a regular file) is announced as such */
+        PGresult *res = db_query(c, ret_error,
+                "WITH f AS (INSERT INTO ingest.files (id, name, kind, path, state, error, finished_at) "
+                "           VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $5 = " SQL_FAILED " THEN now() END) "
+                "           RETURNING *) "
+                "SELECT CASE WHEN f.state = " SQL_FAILED " THEN pg_notify('" EVENTS_CHANNEL
+                "', " SQL_FILE_EVENT("f", "'{}'::json") "::text) END FROM f",
                 6, p);
+
+        PQclear(res);
+        return res ? 0 : -EIO;
 }
 
 int file_forget(PGconn *c, int64_t id, char **ret_error)
@@ -134,19 +140,59 @@ int file_planned(PGconn *c, int64_t id, const Plan *plan, int lanes, char **ret_
         return db_end(c, r, ret_error);
 }
 
-int file_close(PGconn *c, int64_t id, FileState final, const char *reason, char **ret_error)
+/* "code=n,code=n" of ingest.rejects' counts into s->rejects. */
+static void parse_reject_counts(const char *text, FileSummary *s)
+{
+        char *copy = xstrdup(text), *save = NULL;
+
+        for (char *item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+                char *eq = strchr(item, '=');
+                if (!eq)
+                        continue;
+                *eq = '\0';
+                s->rejects[reject_code_parse(item)] += strtoull(eq + 1, NULL, 10);
+        }
+        free(copy);
+}
+
+static void read_summary(PGresult *res, FileSummary *s)
+{
+        *s = (FileSummary){ .loaded = atoll(PQgetvalue(res, 0, 1)),
+                .rejected = atoll(PQgetvalue(res, 0, 2)),
+                .superseded = atoll(PQgetvalue(res, 0, 3)),
+                .seconds = strtod(PQgetvalue(res, 0, 4), NULL) };
+        s->kind = strcmp(PQgetvalue(res, 0, 0), "update") == 0 ? KIND_UPDATE : KIND_INGEST;
+        parse_reject_counts(PQgetvalue(res, 0, 5), s);
+}
+
+int file_close(PGconn *c, int64_t id, FileState final, const char *reason, FileSummary *ret, char **ret_error)
 {
         Ids k = ids_of(id, 0);
         const char *p[3] = { k.file, file_state_name(final), reason };
-
-        int r = db_exec(c, ret_error,
-                "UPDATE ingest.files f SET state = $2, error = $3, finished_at = now(), "
-                " rows_loaded = t.l, rows_rejected = t.r, rows_superseded = t.s "
-                "FROM (SELECT coalesce(sum(rows_loaded), 0) l, coalesce(sum(rows_rejected), 0) r, "
-                "             coalesce(sum(rows_superseded), 0) s FROM ingest.chunks WHERE file_id = $1) t "
-                "WHERE f.id = $1 AND f.state IN (" SQL_NEW ", " SQL_LOADING ")",
+        PGresult *res = db_query(c, ret_error,
+                "WITH t AS (SELECT coalesce(sum(rows_loaded), 0) l, coalesce(sum(rows_rejected), 0) r, "
+                "                  coalesce(sum(rows_superseded), 0) s FROM ingest.chunks WHERE file_id = $1), "
+                " f AS (UPDATE ingest.files f SET state = $2, error = $3, finished_at = now(), "
+                "       rows_loaded = t.l, rows_rejected = t.r, rows_superseded = t.s FROM t "
+                "       WHERE f.id = $1 AND f.state IN (" SQL_NEW ", " SQL_LOADING ") RETURNING f.*), "
+                " x AS (SELECT coalesce(code, 'other') code, count(*) n FROM ingest.rejects "
+                "       WHERE file_id = $1 GROUP BY 1) "
+                "SELECT f.kind, f.rows_loaded, f.rows_rejected, f.rows_superseded, "
+                "       extract(epoch FROM f.finished_at - f.registered_at), "
+                "       (SELECT coalesce(string_agg(code || '=' || n, ','), '') FROM x), "
+                "       pg_notify('" EVENTS_CHANNEL
+                "', " SQL_FILE_EVENT("f", "(SELECT coalesce(json_object_agg(code, n), '{}') FROM x)") "::text) "
+                                                                                                      "FROM f",
                 3, p);
-        return r < 0 ? r : state_wake(c, ret_error); /* the next file may start */
+
+        if (!res)
+                return -EIO;
+        int closed = PQntuples(res) == 1;
+        if (closed && ret)
+                read_summary(res, ret);
+        PQclear(res);
+        int r = state_wake(c, ret_error); /* the next file may start */
+        return r < 0 ? r : closed;
 }
 
 int file_requeue(PGconn *c, int64_t id, char **ret_error)

@@ -28,6 +28,7 @@
  * not theirs, and they never wait for it. */
 #pragma once
 #include "planner.h"
+#include "rejects.h"
 
 #include <libpq-fe.h>
 #include <stdbool.h>
@@ -49,6 +50,18 @@
  * on at once (a file planned or closed, a chunk done or taken over) NOTIFYs
  * it, in the transition's transaction, so that no node waits for its timer. */
 #define WAKE_CHANNEL "ingestd_wake"
+/* Downstream's channel: a JSON object per finished or failed file and per
+ * products_agg refresh, sent in the transaction that records it. */
+#define EVENTS_CHANNEL "ingest_events"
+/* The event of a file, from its ingest.files row `f`, as json, with the
+ * counts by reject code `rejects` (json). The name and error are cut so that
+ * the payload stays under NOTIFY's 8000 bytes. */
+#define SQL_FILE_EVENT(f, rejects) \
+        "json_build_object('event', 'file', 'id', " f ".id, 'name', left(" f ".name, 1024), 'kind', " f ".kind, " \
+        "'state', " f ".state, 'rows_loaded', " f ".rows_loaded, 'rows_rejected', " f ".rows_rejected, " \
+        "'rows_superseded', " f ".rows_superseded, 'rejects', " rejects ", " \
+        "'seconds', round(extract(epoch FROM " f ".finished_at - " f ".registered_at)::numeric, 3), " \
+        "'error', left(" f ".error, 2048))"
 
 typedef enum FileState { FILE_NEW, FILE_LOADING, FILE_DONE, FILE_FAILED } FileState;
 typedef enum ChunkState { CHUNK_PENDING, CHUNK_LOADING, CHUNK_DONE, CHUNK_FAILED } ChunkState;
@@ -74,8 +87,18 @@ int file_register(
 int file_forget(PGconn *c, int64_t id, char **ret_error);
 /* In one transaction: the plan's chunks (pending), and the file new -> loading. */
 int file_planned(PGconn *c, int64_t id, const Plan *plan, int lanes, char **ret_error);
-/* The file's totals from its chunks, and its final state (done or failed). */
-int file_close(PGconn *c, int64_t id, FileState final, const char *reason, char **ret_error);
+/* What a file came to, for the counters (ret of file_close). */
+typedef struct FileSummary {
+        FileKind kind;
+        int64_t loaded, rejected, superseded;
+        double seconds; /* registered to closed */
+        uint64_t rejects[N_REJECT_CODES];
+} FileSummary;
+/* The file's totals from its chunks, and its final state (done or failed),
+ * announced in the same statement by NOTIFY EVENTS_CHANNEL (ingestd(8)). 1
+ * with *ret filled when the file was new or loading, 0 when it was closed
+ * already. */
+int file_close(PGconn *c, int64_t id, FileState final, const char *reason, FileSummary *ret, char **ret_error);
 /* ingestctl retry: a failed file back to loading, its unfinished chunks pending
  * with their attempts reset. 1 when the file was failed, 0 when not. */
 int file_requeue(PGconn *c, int64_t id, char **ret_error);

@@ -3,10 +3,12 @@
 #include "util.h"
 
 #include <errno.h>
+#include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 static void *check_alloc(void *p)
@@ -192,6 +194,50 @@ void buf_append_u64(Buf *b, uint64_t v)
                 tmp[--n] = (char)('0' + v % 10);
         while ((v /= 10) != 0);
         buf_append(b, tmp + n, sizeof tmp - n);
+}
+
+void buf_printf(Buf *b, const char *fmt, ...)
+{
+        va_list ap;
+
+        va_start(ap, fmt);
+        int n = vsnprintf(NULL, 0, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+                return;
+        buf_reserve(b, (size_t)n + 1);
+        va_start(ap, fmt);
+        vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+        b->len += (size_t)n;
+}
+
+int listen_parse(const char *text, struct sockaddr_storage *ret, unsigned *ret_len)
+{
+        char host[64];
+        const char *colon = strrchr(text, ':');
+        size_t n = colon ? (size_t)(colon - text) : 0;
+        struct addrinfo hints = { .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV, .ai_socktype = SOCK_STREAM }, *ai;
+
+        if (!colon || n == 0 || n >= sizeof host || !colon[1] || strspn(colon + 1, "0123456789") != strlen(colon + 1) ||
+                atoi(colon + 1) < 1 || atoi(colon + 1) > 65535)
+                return -EINVAL;
+        if (text[0] == '[' && colon[-1] == ']')
+                snprintf(host, sizeof host, "%.*s", (int)n - 2, text + 1);
+        else if (strchr(text, ']') || memchr(text, ':', n)) /* an IPv6 host goes in brackets */
+                return -EINVAL;
+        else
+                snprintf(host, sizeof host, "%.*s", (int)n, text);
+        if (strcmp(host, "localhost") == 0)
+                snprintf(host, sizeof host, "127.0.0.1");
+        if (getaddrinfo(host, colon + 1, &hints, &ai) != 0)
+                return -EINVAL;
+        if (ret) {
+                memcpy(ret, ai->ai_addr, ai->ai_addrlen);
+                *ret_len = (unsigned)ai->ai_addrlen;
+        }
+        freeaddrinfo(ai);
+        return 0;
 }
 
 void buf_free(Buf *b)

@@ -42,6 +42,13 @@ void buf_append(Buf *b, const void *p, size_t n);
 void buf_free(Buf *b);
 /* Appends v in decimal (snprintf was a tenth of a worker's time). */
 void buf_append_u64(Buf *b, uint64_t v);
+/* Appends formatted text (not NUL-terminated in len; data[len] is NUL). */
+void buf_printf(Buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* "HOST:PORT" with a numeric IPv4 host, "[IPv6]:PORT" or "localhost:PORT"
+ * into *ret (may be NULL: only checks). 0, or -EINVAL. */
+struct sockaddr_storage;
+int listen_parse(const char *text, struct sockaddr_storage *ret, unsigned *ret_len);
 
 /* Arrival order of files found in a folder: older mtime first, then by name. */
 int arrival_cmp(struct timespec a_mtime, const char *a_name, struct timespec b_mtime, const char *b_name);

@@ -109,6 +109,7 @@ pid_t children_start(Children *ch, const char *config_path, Child c, const char 
         if (log_get_level() >= LOG_DEBUG)
                 argv[n++] = "--debug";
         argv[n] = NULL;
+        c.started = now_monotonic();
         c.pid = children_fork(ch, argv);
         if (c.pid > 0)
                 children_add(ch, c);

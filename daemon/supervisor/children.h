@@ -16,6 +16,7 @@ typedef struct Child {
         int64_t file_id; /* -1 when none */
         int chunk_no;    /* -1 when none */
         int claim;       /* a chunk's: the claim's attempt number (state.h) */
+        double started;  /* now_monotonic() at the fork */
 } Child;
 
 typedef struct Children Children;

@@ -2,6 +2,7 @@
 #include "chunkexit.h"
 #include "db.h"
 #include "log.h"
+#include "metrics.h"
 #include "outcome.h"
 #include "policy.h"
 #include "registry.h"
@@ -71,6 +72,19 @@ static void log_chunk_done(PGconn *conn, const Child *c)
         PQclear(res);
 }
 
+/* ingestd_chunks_total: a worker that did not run (a stop, a failed
+ * predecessor) counts nowhere. */
+static void count_exit(ExitAction action, Outcome o, double seconds)
+{
+        switch (action) {
+        case ACTION_DONE: metrics_chunk_exit(CHUNK_RESULT_DONE, false, seconds); break;
+        case ACTION_RETRY: metrics_chunk_exit(CHUNK_RESULT_RETRIED, o == OUTCOME_CRASHED, seconds); break;
+        case ACTION_FAIL_FILE:
+        case ACTION_GIVE_UP: metrics_chunk_exit(CHUNK_RESULT_FAILED, o == OUTCOME_CRASHED, seconds); break;
+        case ACTION_RELEASE: break;
+        }
+}
+
 int chunkexit_record(PGconn *conn, const Config *cfg, const Children *ch, const Child *c, int status, char **ret_error)
 {
         int code = outcome_wait_code(status), attempts = c->claim, r = 0;
@@ -82,7 +96,9 @@ int chunkexit_record(PGconn *conn, const Config *cfg, const Children *ch, const 
 
         if (o != OUTCOME_DONE && o != OUTCOME_NOT_RUN)
                 report = chunk_report(conn, c);
-        switch (policy_after_exit(o, attempts, cfg->retry_max_attempts, cfg->retry_backoff, &delay)) {
+        ExitAction action = policy_after_exit(o, attempts, cfg->retry_max_attempts, cfg->retry_backoff, &delay);
+        count_exit(action, o, now_monotonic() - c->started);
+        switch (action) {
         case ACTION_DONE:
                 log_chunk_done(conn, c);
                 r = state_wake(conn, ret_error);

@@ -2,6 +2,7 @@
  * the database's `until`: a node that lost its lease stops leading before
  * another node can take it. */
 #include "cluster.h"
+#include "metrics.h"
 #include "log.h"
 #include "nodes.h"
 #include "state.h"
@@ -73,6 +74,7 @@ static int take_over(PGconn *c, const Config *cfg, char **ret_error)
                 else
                         log_msg(LOG_WARNING, "%s chunks of node %s released: it is gone", PQgetvalue(res, i, 2),
                                 *node ? node : "(none)");
+                metrics_takeovers(atoi(PQgetvalue(res, i, 2)));
         }
         int freed = PQntuples(res) > 0;
         PQclear(res);

@@ -9,6 +9,7 @@
 #include "registry.h"
 #include "db.h"
 #include "log.h"
+#include "metrics.h"
 #include "reconcile.h"
 #include "state.h"
 #include "util.h"
@@ -102,6 +103,8 @@ static int insert_file(PGconn *c, int64_t id, const char *name, FileKind kind, c
         if (r < 0) {
                 log_ctx(LOG_ERR, name_ctx(name, NULL), "cannot register: %s", err);
                 free(err);
+        } else if (error) {
+                metrics_file_closed(&(FileSummary){ .kind = kind }, true);
         }
         return r;
 }
@@ -312,12 +315,16 @@ static char *file_path(PGconn *c, int64_t id)
 int registry_fail(PGconn *c, const Config *cfg, int64_t file_id, const char *reason)
 {
         char *path = file_path(c, file_id), *err = NULL;
+        FileSummary sum;
         int r;
 
         if (!path)
                 return -EIO;
-        r = file_close(c, file_id, FILE_FAILED, reason, &err);
-        if (r == 0) {
+        r = file_close(c, file_id, FILE_FAILED, reason, &sum, &err);
+        if (r > 0)
+                metrics_file_closed(&sum, true);
+        if (r >= 0) {
+                r = 0;
                 log_ctx(LOG_ERR, path_ctx(path, STATE_FAILED, -1), "%s failed: %s", path, reason);
                 move_from_processing(cfg, path, "failed");
         } else {
@@ -352,9 +359,13 @@ int registry_finish(PGconn *c, const Config *cfg, int64_t file_id)
                 reason = xasprintf("%lld of %.0f rows rejected (%.2f%%), above rejects.max_ratio %.2f%%; "
                                    "see: ingestctl rejects %s",
                         rejected, rows, 100.0 * rejected / rows, 100.0 * cfg->rejects_max_ratio, path);
-        r = file_close(c, file_id, reason ? FILE_FAILED : FILE_DONE, reason, &err);
+        FileSummary sum;
+        r = file_close(c, file_id, reason ? FILE_FAILED : FILE_DONE, reason, &sum, &err);
         if (r < 0)
                 goto out;
+        if (r > 0)
+                metrics_file_closed(&sum, reason != NULL);
+        r = 0;
         log_ctx(reason ? LOG_ERR : LOG_INFO, path_ctx(path, reason ? "failed" : "done", loaded),
                 "%s %s: %lld loaded, %lld rejected, %lld superseded%s%s", path, reason ? "failed" : "done", loaded,
                 rejected, superseded, reason ? ": " : "", reason ? reason : "");

@@ -7,6 +7,7 @@
 #include "db.h"
 #include "deferkey.h"
 #include "log.h"
+#include "metrics.h"
 #include "outcome.h"
 #include "policy.h"
 #include "registry.h"
@@ -103,7 +104,7 @@ static int spawn_chunk(Pass *p, int64_t file_id, int no, const char *path)
         snprintf(chunk, sizeof chunk, "%d", no);
         snprintf(claim_text, sizeof claim_text, "%d", claim);
         pid_t pid = children_start(
-                p->sc->children, p->sc->config_path, (Child){ 0, CHILD_CHUNK, file_id, no, claim }, args);
+                p->sc->children, p->sc->config_path, (Child){ 0, CHILD_CHUNK, file_id, no, claim, 0 }, args);
         free(full);
         if (pid >= 0)
                 return 0;
@@ -127,7 +128,7 @@ static int maybe_plan(Pass *p)
                 return failed(p, "planning", err);
         if (PQntuples(res) == 1) {
                 const char *args[] = { "--plan", PQgetvalue(res, 0, 0), NULL };
-                start_child(p->sc, (Child){ 0, CHILD_PLAN, strtoll(PQgetvalue(res, 0, 0), NULL, 10), -1, 0 }, args);
+                start_child(p->sc, (Child){ 0, CHILD_PLAN, strtoll(PQgetvalue(res, 0, 0), NULL, 10), -1, 0, 0 }, args);
         }
         PQclear(res);
         return 0;
@@ -153,7 +154,7 @@ static int key_first(Pass *p)
         if (pending && p->role->leader && children_count(p->sc->children, CHILD_KEY) == 0 &&
                 now_monotonic() >= p->sc->key_retry_at) {
                 const char *args[] = { "--build-key", PQgetvalue(res, 0, 0), NULL };
-                start_child(p->sc, (Child){ 0, CHILD_KEY, strtoll(PQgetvalue(res, 0, 0), NULL, 10), -1, 0 }, args);
+                start_child(p->sc, (Child){ 0, CHILD_KEY, strtoll(PQgetvalue(res, 0, 0), NULL, 10), -1, 0, 0 }, args);
                 set_status(p, "building products' primary key after %s", PQgetvalue(res, 0, 1));
         }
         PQclear(res);
@@ -186,7 +187,7 @@ static void maybe_aggregate(Scheduler *sc, const Config *cfg)
         sc->aggregate_wanted = false;
         sc->next_aggregate = now + (cfg->aggregate_interval > 0 ? cfg->aggregate_interval : 1e9);
         const char *args[] = { due ? "--aggregate" : "--aggregate-fold", NULL };
-        start_child(sc, (Child){ 0, CHILD_AGGREGATE, -1, -1, 0 }, args);
+        start_child(sc, (Child){ 0, CHILD_AGGREGATE, -1, -1, 0, 0 }, args);
 }
 
 static ChunkSlot chunk_slot(const Pass *p, int64_t file_id, const PGresult *res, int i)
@@ -342,5 +343,10 @@ void scheduler_child_exited(Scheduler *sc, PGconn *c, const Config *cfg, const C
         } else if (child->type == CHILD_AGGREGATE && status != 0) {
                 log_msg(LOG_WARNING, "aggregate refresh failed (exit %d); will try again", outcome_wait_code(status));
                 sc->aggregate_wanted = true;
+        } else if (child->type == CHILD_AGGREGATE && c) {
+                char *err = NULL;
+                if (metrics_read_refresh(c, &err) < 0)
+                        log_msg(LOG_WARNING, "reading the refresh for the metrics: %s", err);
+                free(err);
         }
 }

@@ -21,7 +21,9 @@
 #include "chunkexit.h"
 #include "cluster.h"
 #include "db.h"
+#include "httpd.h"
 #include "log.h"
+#include "metrics.h"
 #include "registry.h"
 #include "scheduler.h"
 #include "schema.h"
@@ -37,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
@@ -48,6 +51,7 @@
 #define CONNECT_RETRY 2.0
 #define RESCAN_RETRY 2.0
 #define SUPERVISOR_LOCK_TIMEOUT "1s"
+#define METRICS_EVERY 1.0 /* seconds between renderings of the metrics */
 
 typedef enum SupState { SUP_CONNECTING, SUP_RUNNING, SUP_STOPPING } SupState;
 typedef struct Supervisor {
@@ -61,7 +65,9 @@ typedef struct Supervisor {
         Children *children;
         Scheduler *scheduler;
         Cluster *cluster;
-        double next_connect, rescan_at, next_watchdog;
+        Httpd *httpd; /* NULL when metrics.listen is off */
+        Buf metrics;  /* the last rendering */
+        double next_connect, rescan_at, next_watchdog, next_metrics;
         uint64_t watchdog_usec;
         char *last_db_error;
         char status[256];
@@ -209,14 +215,17 @@ static void rescan(Supervisor *s)
 
 static void reap(Supervisor *s)
 {
+        struct rusage ru;
         int status;
         pid_t pid;
         Child c;
 
-        while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        while ((pid = wait4(-1, &status, WNOHANG, &ru)) > 0) {
                 char *err = NULL;
                 if (!children_take(s->children, pid, &c))
                         continue;
+                if (c.type == CHILD_CHUNK)
+                        metrics_worker_usage(&ru);
                 if (c.type != CHILD_CHUNK)
                         scheduler_child_exited(s->scheduler, s->conn, s->cfg, &c, status);
                 /* without a connection reset_orphan_chunks() settles it after the reconnect */
@@ -314,6 +323,25 @@ static void feed_watchdog(Supervisor *s)
         }
 }
 
+/* The backlog is read from the database here, in the loop, so that a
+ * scrape never waits for it; while the database is away the last values
+ * stay, and ingestd_database_up says so. */
+static void publish_metrics(Supervisor *s)
+{
+        double now = now_monotonic();
+        char *err = NULL;
+
+        if (!s->httpd || now < s->next_metrics)
+                return;
+        s->next_metrics = now + METRICS_EVERY;
+        if (s->conn && s->state == SUP_RUNNING && metrics_read_backlog(s->conn, &err) < 0)
+                db_lost(s, "reading the backlog for the metrics", err);
+        MetricsLive live = { s->cfg->node, s->conn && s->state != SUP_CONNECTING, cluster_leader(s->cluster),
+                (int)children_count(s->children, CHILD_CHUNK), config_workers(s->cfg) };
+        metrics_render(&s->metrics, &live);
+        httpd_publish(s->httpd, s->metrics.data, s->metrics.len);
+}
+
 static void on_tick(Supervisor *s)
 {
         uint64_t expirations;
@@ -321,6 +349,7 @@ static void on_tick(Supervisor *s)
         if (read(s->timer_fd, &expirations, sizeof expirations) < 0 && errno != EAGAIN)
                 log_msg(LOG_WARNING, "timerfd: %s", strerror(errno));
         feed_watchdog(s);
+        publish_metrics(s);
 }
 
 /* Our orphans go back to pending (reset_orphan_chunks); the leader's folder work
@@ -384,7 +413,8 @@ static int setup(Supervisor *s)
         sigaddset(&mask, SIGINT);
         sigaddset(&mask, SIGHUP);
         sigaddset(&mask, SIGCHLD);
-        sigprocmask(SIG_BLOCK, &mask, &old_mask);
+        sigprocmask(SIG_BLOCK, &mask, &old_mask); /* also the metrics thread's mask */
+        metrics_reset();
         s->children = children_new(&old_mask); /* children restore the mask before exec */
         s->scheduler = scheduler_new(s->config_path, s->children, s->cfg);
         s->cluster = cluster_new();
@@ -408,6 +438,15 @@ static int setup(Supervisor *s)
         if ((r = add_fd(s, s->signal_fd)) < 0 || (r = add_fd(s, s->timer_fd)) < 0 ||
                 (r = add_fd(s, watcher_fd(s->watcher))) < 0)
                 return r;
+        if (s->cfg->metrics_listen[0] && !(s->httpd = httpd_start(s->cfg->metrics_listen, &err))) {
+                log_msg(LOG_ERR, "%s", err);
+                free(err);
+                return -EINVAL;
+        }
+        if (s->httpd) {
+                log_msg(LOG_INFO, "serving metrics on http://%s/metrics", s->cfg->metrics_listen);
+                publish_metrics(s); /* a scrape before the first tick sees every metric */
+        }
         if (sd_watchdog_enabled(0, &s->watchdog_usec) <= 0)
                 s->watchdog_usec = 0;
         return 0;
@@ -415,6 +454,8 @@ static int setup(Supervisor *s)
 
 static void teardown(Supervisor *s)
 {
+        httpd_stop(s->httpd);
+        buf_free(&s->metrics);
         watcher_free(s->watcher);
         if (s->epoll_fd >= 0)
                 close(s->epoll_fd);

@@ -119,8 +119,8 @@ static void reject_unknown(BatchPath *b)
         for (size_t i = 0; i < b->batch.n; i++) {
                 const BatchRow *r = &b->batch.rows[i];
                 if (r->fate == FATE_UNKNOWN)
-                        loader_add_reject(
-                                b->c->rejects, b->c->file_id, b->c->chunk_no, r->line, r->offset, why, NULL, 0);
+                        loader_add_reject(b->c->rejects, b->c->file_id, b->c->chunk_no, r->line, r->offset,
+                                REJECT_UNKNOWN_SKU, why, NULL, 0);
         }
 }
 

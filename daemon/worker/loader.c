@@ -79,8 +79,8 @@ static void put_number(Buf *b, uint64_t v, char sep)
         put_char(b, sep);
 }
 
-void loader_add_reject(Buf *rejects, int64_t file_id, int chunk_no, uint64_t line, uint64_t offset, const char *reason,
-        const char *raw, size_t raw_len)
+void loader_add_reject(Buf *rejects, int64_t file_id, int chunk_no, uint64_t line, uint64_t offset, RejectCode code,
+        const char *reason, const char *raw, size_t raw_len)
 {
         static const char hex[] = "0123456789abcdef";
 
@@ -88,6 +88,8 @@ void loader_add_reject(Buf *rejects, int64_t file_id, int chunk_no, uint64_t lin
         put_number(rejects, (uint64_t)chunk_no, '\t');
         put_number(rejects, line, '\t');
         put_number(rejects, offset, '\t');
+        buf_append(rejects, reject_code_name(code), strlen(reject_code_name(code)));
+        put_char(rejects, '\t');
         copy_text_put(rejects, reason, strlen(reason), false);
         put_char(rejects, '\t');
         if (!raw) {
@@ -115,17 +117,19 @@ static bool blank_text(const CsvField *f)
 }
 
 /* Why the record cannot load, or NULL when it can. */
-static const char *record_problem(const CsvRecord *rec, const Header *h, char *tmp, size_t n)
+static const char *record_problem(const CsvRecord *rec, const Header *h, char *tmp, size_t n, RejectCode *code)
 {
-        if (rec->error != CSV_OK)
+        if (rec->error != CSV_OK) {
+                *code = reject_code_of_csv(rec->error);
                 return csv_error_str(rec->error);
+        }
         if (rec->n_fields != h->n_fields) {
+                *code = REJECT_FIELD_COUNT;
                 snprintf(tmp, n, "expected %zu fields, found %zu", h->n_fields, rec->n_fields);
                 return tmp;
         }
-        if (blank_text(&rec->fields[h->index[COL_SKU]]))
-                return "empty sku";
-        return NULL;
+        *code = REJECT_EMPTY_SKU;
+        return blank_text(&rec->fields[h->index[COL_SKU]]) ? "empty sku" : NULL;
 }
 
 unsigned loader_lane(const char *p, size_t n, bool quoted, unsigned lanes)
@@ -163,6 +167,7 @@ typedef struct Pass {
         CsvReader *r;
         uint64_t dropped;
         char tmp[96];
+        RejectCode code; /* of the last record with a problem */
 } Pass;
 
 static void pass_init(Pass *p, const LoaderInput *in, uint64_t from, uint64_t to, uint64_t first_line)
@@ -182,7 +187,7 @@ static bool pass_next(Pass *p, CsvRecord *rec, const char **why)
                 }
                 if (rec->blank)
                         continue;
-                *why = record_problem(rec, p->in->header, p->tmp, sizeof p->tmp);
+                *why = record_problem(rec, p->in->header, p->tmp, sizeof p->tmp, &p->code);
                 if (*why) {
                         if (p->in->lane == 0)
                                 return true;
@@ -266,6 +271,7 @@ static Later later_row(const LoaderInput *in, const CsvRecord *rec, CsvReader *r
         uint64_t last = lookahead_last(in->later, key_hash(rec, in));
         CsvRecord other;
         char tmp[96];
+        RejectCode code;
 
         if (last == rec->offset)
                 return LATER_NONE;
@@ -274,7 +280,7 @@ static Later later_row(const LoaderInput *in, const CsvRecord *rec, CsvReader *r
         if (++*checks % CHECKS_PER_DROP == 0)
                 drop_ahead(in, rec->offset);
         csv_reader_init(r, in->map + last, in->file_end - last, last, 1, in->max_field);
-        bool same = csv_next(r, &other) && !record_problem(&other, in->header, tmp, sizeof tmp) &&
+        bool same = csv_next(r, &other) && !record_problem(&other, in->header, tmp, sizeof tmp, &code) &&
                     same_key(rec, &other, in);
         return same ? LATER_SUPERSEDES : LATER_UNKNOWN;
 }
@@ -293,7 +299,7 @@ int loader_run(
         pass_init(&p, in, in->start, in->end, in->first_line);
         while (err == 0 && pass_next(&p, &rec, &why)) {
                 if (why) {
-                        loader_add_reject(rejects, in->file_id, in->chunk_no, rec.line, rec.offset, why,
+                        loader_add_reject(rejects, in->file_id, in->chunk_no, rec.line, rec.offset, p.code, why,
                                 in->map + rec.offset, rec.len);
                         counts.rejected++;
                         continue;

@@ -3,6 +3,7 @@
 #pragma once
 #include "lookahead.h"
 #include "planner.h"
+#include "rejects.h"
 #include "util.h"
 
 #include <stdint.h>
@@ -55,9 +56,10 @@ void loader_note_keys(const LoaderInput *in, Lookahead *la);
  * of a quoted field count once), so equal skus always share a lane. */
 unsigned loader_lane(const char *p, size_t n, bool quoted, unsigned lanes);
 
-/* Appends one reject row (raw may be NULL). */
-void loader_add_reject(Buf *rejects, int64_t file_id, int chunk_no, uint64_t line, uint64_t offset, const char *reason,
-        const char *raw, size_t raw_len);
+/* Appends one reject row (raw may be NULL): the columns of LOADER_REJECTS_COPY. */
+void loader_add_reject(Buf *rejects, int64_t file_id, int chunk_no, uint64_t line, uint64_t offset, RejectCode code,
+        const char *reason, const char *raw, size_t raw_len);
+#define LOADER_REJECTS_COPY "COPY ingest.rejects (file_id, chunk_no, line, byte_offset, code, reason, raw) FROM STDIN"
 
 /* COPY text escaping of p[0, n) (also undoes CSV's doubled quotes when quoted). */
 void copy_text_put(Buf *b, const char *p, size_t n, bool quoted);

@@ -298,10 +298,7 @@ static int store_rejects(Chunk *ch)
 {
         if (ch->rejects.len == 0)
                 return 0;
-        return db_copy_rows(ch->conn, &ch->error,
-                "COPY ingest.rejects (file_id, chunk_no, line, byte_offset, reason, raw) "
-                "FROM STDIN",
-                ch->rejects.data, ch->rejects.len);
+        return db_copy_rows(ch->conn, &ch->error, LOADER_REJECTS_COPY, ch->rejects.data, ch->rejects.len);
 }
 
 static int mark_done(Chunk *ch)
