@@ -237,13 +237,16 @@ static int recount(PGconn *c, uint64_t max_bytes, char **ret_error)
  * announced on EVENTS_CHANNEL with the first 200 file ids (NOTIFY's payload
  * is at most 8000 bytes), all in the refresh's transaction. A failed file
  * whose deferred key is being built (deferkey.h) is locked by the build,
- * which may wait for our lock on products: a later refresh stamps it. */
+ * which may wait for our lock on products: a later refresh stamps it. One
+ * timestamp (t) stamps the files and the run, so that the metrics find a
+ * run's files by equality (the order of a statement's CTEs is unspecified). */
 static const char record_sql[] =
-        "WITH s AS (UPDATE ingest.files SET aggregated_at = clock_timestamp() WHERE id IN "
+        "WITH t AS MATERIALIZED (SELECT clock_timestamp() AS at), "
+        " s AS (UPDATE ingest.files SET aggregated_at = (SELECT at FROM t) WHERE id IN "
         "           (SELECT id FROM ingest.files WHERE aggregated_at IS NULL "
         "            AND state IN (" SQL_DONE ", " SQL_FAILED ") FOR NO KEY UPDATE SKIP LOCKED) RETURNING id), "
         " r AS (INSERT INTO ingest.aggregate_runs (one, refreshed_at, seconds) "
-        "       VALUES (true, clock_timestamp(), extract(epoch FROM clock_timestamp() - now())) "
+        "       SELECT true, at, extract(epoch FROM at - now()) FROM t "
         "       ON CONFLICT (one) DO UPDATE SET refreshed_at = EXCLUDED.refreshed_at, seconds = EXCLUDED.seconds "
         "       RETURNING seconds) "
         "SELECT pg_notify('" EVENTS_CHANNEL "', json_build_object('event', 'aggregate', 'mode', $1::text, "

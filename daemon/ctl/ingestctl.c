@@ -5,11 +5,13 @@
 #include "aggregate.h"
 #include "config.h"
 #include "db.h"
+#include "progress.h"
 #include "state.h"
 #include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <getopt.h>
 #include <libgen.h>
 #include <stdio.h>
@@ -23,7 +25,7 @@
 typedef struct Cli {
         Config *cfg;
         PGconn *conn;
-        bool wait, json, all;
+        bool wait, json, all, watch;
         double timeout;
         long limit;
 } Cli;
@@ -34,7 +36,8 @@ static void usage(FILE *f)
                    "Commands:\n"
                    "  ingest FILE [--wait]   copy FILE into the incoming folder (insert or update)\n"
                    "  update FILE [--wait]   copy FILE into the updates folder (update existing only)\n"
-                   "  status [--json] [--all]  files, their state and row counts\n"
+                   "  status [--json] [--all] [--watch]\n"
+                   "                         files, their state and row counts\n"
                    "  rejects FILE [--limit N] rejected rows of FILE with line, offset and reason\n"
                    "  retry FILE             load a failed file's unfinished chunks again\n"
                    "  aggregate [TABLE KEY]  refresh products_agg now and show its top rows, or\n"
@@ -46,6 +49,7 @@ static void usage(FILE *f)
                    "  -t, --timeout SEC  give up waiting after SEC seconds (exit 2)\n"
                    "  -j, --json         machine-readable status\n"
                    "  -a, --all          every file, not only the last 20\n"
+                   "  -W, --watch        redraw the status every second until interrupted\n"
                    "  -n, --limit N      rows to show (default 20)\n"
                    "  -h, --help         this help\n\n"
                    "FILE in rejects and retry is a file name, a processing name (ID-NAME) or an id.\n"
@@ -156,75 +160,6 @@ static long long max_file_id(Cli *c)
         return id;
 }
 
-static void show_progress(const char *name, PGresult *res, bool tty)
-{
-        static char last[512];
-        char line[512];
-
-        snprintf(line, sizeof line, "%s: %s, %s/%s chunks, %s rows loaded, %s rejected, %s superseded", name,
-                PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3), PQgetvalue(res, 0, 4),
-                PQgetvalue(res, 0, 5), PQgetvalue(res, 0, 6));
-        if (strcmp(line, last) == 0)
-                return;
-        snprintf(last, sizeof last, "%s", line);
-        fprintf(stderr, tty ? "\r\033[K%s" : "%s\n", line);
-}
-
-/* Waits for the first file named `name` registered after id `after`. */
-static int wait_file(Cli *c, const char *name, long long after)
-{
-        char afters[32], *shown = name_escape(name);
-        const char *p[2] = { shown, afters };
-        bool tty = isatty(STDERR_FILENO), need_agg = c->cfg->aggregate_after_load || c->cfg->aggregate_interval > 0;
-        double deadline = c->timeout > 0 ? now_monotonic() + c->timeout : 0;
-        int r = -1;
-
-        snprintf(afters, sizeof afters, "%lld", after);
-        while (r < 0) {
-                char *err = NULL;
-                PGresult *res = db_query(c->conn, &err,
-                        "SELECT f.id, CASE WHEN f.state = " SQL_LOADING " AND f.deferred_key IS NOT NULL "
-                        "  AND count(k.*) FILTER (WHERE k.state <> " SQL_DONE ") = 0 "
-                        "  THEN 'building the key of products' "
-                        "  WHEN f.state = " SQL_NEW " AND f.size > 0 "
-                        "  THEN 'planning ' || (100 * f.planned_bytes / f.size) || '%' "
-                        "  ELSE f.state END, count(k.*) FILTER (WHERE k.state = " SQL_DONE "), f.chunks, "
-                        " coalesce(sum(k.rows_loaded), 0), coalesce(sum(k.rows_rejected), 0), "
-                        " coalesce(sum(k.rows_superseded), 0), f.aggregated_at IS NOT NULL, coalesce(f.error, '') "
-                        "FROM ingest.files f LEFT JOIN ingest.chunks k ON k.file_id = f.id "
-                        "WHERE f.name = $1 AND f.id > $2 GROUP BY f.id ORDER BY f.id LIMIT 1",
-                        2, p);
-                if (!res) {
-                        free(shown);
-                        return die_db(c, "waiting", err);
-                }
-                if (PQntuples(res) == 0) {
-                        if (tty)
-                                fprintf(stderr, "\r\033[K%s: waiting for ingestd to pick it up", name);
-                } else {
-                        const char *state = PQgetvalue(res, 0, 1);
-                        show_progress(name, res, tty);
-                        if (strcmp(state, "failed") == 0) {
-                                fprintf(stderr, "%singestctl: %s failed: %s\n", tty ? "\n" : "", name,
-                                        PQgetvalue(res, 0, 8));
-                                r = 1;
-                        } else if (strcmp(state, "done") == 0 && (!need_agg || PQgetvalue(res, 0, 7)[0] == 't')) {
-                                fprintf(stderr, "%s%s: done, products_agg refreshed\n", tty ? "\n" : "", name);
-                                r = 0;
-                        }
-                }
-                PQclear(res);
-                if (r < 0 && deadline > 0 && now_monotonic() > deadline) {
-                        fprintf(stderr, "%singestctl: timed out waiting for %s\n", tty ? "\n" : "", name);
-                        r = 2;
-                }
-                if (r < 0)
-                        nanosleep(&(struct timespec){ 0, 50L * 1000 * 1000 }, NULL);
-        }
-        free(shown);
-        return r;
-}
-
 static int cmd_drop(Cli *c, const char *src, bool update)
 {
         char *copy = xstrdup(src);
@@ -233,7 +168,7 @@ static int cmd_drop(Cli *c, const char *src, bool update)
         int r = drop_file(src, update ? c->cfg->updates : c->cfg->incoming, name);
 
         if (r == 0 && c->wait)
-                r = wait_file(c, name, after);
+                r = progress_wait(c->conn, c->cfg, name, after, c->timeout);
         else if (r == 0)
                 printf("queued %s in %s\n", name, update ? c->cfg->updates : c->cfg->incoming);
         free(copy);
@@ -289,7 +224,7 @@ static int status_json(Cli *c, const char *const *p)
         return 0;
 }
 
-static int cmd_status(Cli *c)
+static int show_status(Cli *c)
 {
         char lim[32], *err = NULL;
         const char *p[1] = { lim };
@@ -316,6 +251,42 @@ static int cmd_status(Cli *c)
         print_nodes(res);
         PQclear(res);
         return 0;
+}
+
+/* Redraws until SIGINT or SIGTERM: they are blocked and waited for, one
+ * second at a time, so an interrupt ends the loop between two draws and
+ * ingestctl exits 0. Piped, each draw follows the last after a blank line. */
+static int watch_status(Cli *c)
+{
+        bool tty = isatty(STDOUT_FILENO);
+        sigset_t stop;
+        int r = 0;
+
+        sigemptyset(&stop);
+        sigaddset(&stop, SIGINT);
+        sigaddset(&stop, SIGTERM);
+        sigprocmask(SIG_BLOCK, &stop, NULL);
+        for (bool first = true; r == 0; first = false) {
+                time_t t = time(NULL);
+                char when[64];
+                strftime(when, sizeof when, "%F %T", localtime(&t));
+                printf(tty ? "\033[H\033[2J" : first ? "" : "\n");
+                printf("ingestctl status, every 1 s (Ctrl-C to stop)  %s\n\n", when);
+                r = show_status(c);
+                fflush(stdout);
+                if (r == 0 && sigtimedwait(&stop, NULL, &(struct timespec){ 1, 0 }) > 0)
+                        break;
+        }
+        return r;
+}
+
+static int cmd_status(Cli *c)
+{
+        if (c->watch && c->json) {
+                fprintf(stderr, "ingestctl: --watch is for people; --json is read once\n");
+                return EX_USAGE;
+        }
+        return c->watch ? watch_status(c) : show_status(c);
 }
 
 /* The newest file matching an id, a processing name or an original name. */
@@ -515,14 +486,14 @@ int main(int argc, char **argv)
         static const struct option opts[] = { { "config", required_argument, NULL, 'c' },
                 { "wait", no_argument, NULL, 'w' }, { "timeout", required_argument, NULL, 't' },
                 { "json", no_argument, NULL, 'j' }, { "all", no_argument, NULL, 'a' },
-                { "limit", required_argument, NULL, 'n' }, { "help", no_argument, NULL, 'h' }, { 0 } };
+                { "limit", required_argument, NULL, 'n' }, { "watch", no_argument, NULL, 'W' }, { "help", no_argument, NULL, 'h' }, { 0 } };
         Cli c = { .limit = 20 };
         const char *path = CONFIG_DEFAULT_PATH;
         char *err = NULL;
         int o;
 
         /* GNU getopt permutes, so options may follow the command */
-        while ((o = getopt_long(argc, argv, "c:wt:jan:h", opts, NULL)) != -1)
+        while ((o = getopt_long(argc, argv, "c:wt:jan:Wh", opts, NULL)) != -1)
                 switch (o) {
                 case 'c': path = optarg; break;
                 case 'w': c.wait = true; break;
@@ -530,6 +501,7 @@ int main(int argc, char **argv)
                 case 'j': c.json = true; break;
                 case 'a': c.all = true; break;
                 case 'n': c.limit = atol(optarg); break;
+                case 'W': c.watch = true; break;
                 case 'h': usage(stdout); return 0;
                 default: usage(stderr); return EX_USAGE;
                 }

@@ -66,7 +66,7 @@ void metrics_reset(void)
                         BOUNDS(file_bounds) },
                 .lag = { "ingestd_file_aggregate_lag_seconds",
                         "Seconds from a file's arrival to products_agg "
-                        "counting its rows.",
+                        "counting its rows, for files done.",
                         BOUNDS(file_bounds) },
                 .refresh = { "ingestd_aggregate_refresh_duration_seconds",
                         "Seconds a committed products_agg refresh took.", BOUNDS(refresh_bounds) },
@@ -121,7 +121,7 @@ int metrics_read_refresh(PGconn *c, char **ret_error)
         PGresult *res = db_query(c, ret_error,
                 "SELECT r.seconds, extract(epoch FROM f.aggregated_at - f.registered_at) "
                 "FROM ingest.aggregate_runs r LEFT JOIN ingest.files f ON f.state = " SQL_DONE
-                " AND f.aggregated_at BETWEEN r.refreshed_at - make_interval(secs => r.seconds) AND r.refreshed_at",
+                " AND f.aggregated_at = r.refreshed_at",
                 0, NULL);
 
         if (!res)
@@ -185,7 +185,7 @@ static void histogram(Buf *b, const Histogram *h)
         head(b, h->name, "histogram", h->help);
         for (size_t i = 0; i < h->n; i++) {
                 cumulative += h->counts[i];
-                buf_printf(b, "%s_bucket{le=\"%.17g\"} %llu\n", h->name, h->bounds[i], (unsigned long long)cumulative);
+                buf_printf(b, "%s_bucket{le=\"%g\"} %llu\n", h->name, h->bounds[i], (unsigned long long)cumulative);
         }
         buf_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.17g\n%s_count %llu\n", h->name,
                 (unsigned long long)h->count, h->name, h->sum, h->name, (unsigned long long)h->count);

@@ -185,11 +185,14 @@ def test_async_standby_cut_off_lacks_the_last_chunks(replicated, tmp_path):
         wait_until(lambda: len(chunks_done(r.primary)) >= 3, "three chunks", d)
         r.cut_off()
         kept = len(chunks_done(r.standby))
+        # claims the standby has (made before the cut-off); later ones it never saw
+        claimed = query(r.standby, "SELECT count(*) FROM ingest.chunks WHERE state = 'loading'")[0][0]
         wait_until(lambda: len(chunks_done(r.primary)) >= kept + 3, "three chunks more", d)
         fail_over(r, d)
         assert len(chunks_done(r.standby)) == kept      # the chunks after the cut-off are lost
         wait_loaded(d)
-        assert "pending again" in d.log_text() or "released" in d.log_text()
+        if claimed:                                     # claims of workers gone: pending again
+            assert "pending again" in d.log_text() or "released" in d.log_text()
         check_loaded(d, src)
 
 

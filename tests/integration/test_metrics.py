@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import psycopg2
@@ -327,3 +328,137 @@ def test_events_for_files_and_refreshes(daemon, tmp_path):
     aggregated = sorted(i for e in got if e["event"] == "aggregate" for i in e["file_ids"])
     assert aggregated == [1, 2]
     conn.close()
+
+
+# ---- the shipped Prometheus rules and Grafana dashboard, against the real thing
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PROMETHEUS_CONF = os.path.join(ROOT, "conf", "prometheus")
+DASHBOARD = os.path.join(ROOT, "conf", "grafana", "ingestd.json")
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+
+
+def test_promtool_checks_and_alert_unit_tests():
+    for args in (["check", "config", "prometheus.yml"], ["check", "rules", "alerts.yml"],
+                 ["test", "rules", "alerts_test.yml"]):
+        p = subprocess.run([PROMTOOL] + args, cwd=PROMETHEUS_CONF, capture_output=True, text=True)
+        assert p.returncode == 0, p.stdout + p.stderr
+    assert "SUCCESS" in p.stdout
+
+
+class Prometheus:
+    """Debian's Prometheus on loopback, scraping one ingestd every second and
+    evaluating the shipped alerts.yml every second."""
+
+    def __init__(self, tmp_path, target):
+        self.port = free_port()
+        conf = tmp_path / "prometheus.yml"
+        conf.write_text(
+            "global: { scrape_interval: 1s, evaluation_interval: 1s }\n"
+            "rule_files: [ %s ]\n"
+            "scrape_configs:\n"
+            "  - job_name: ingestd\n"
+            "    static_configs: [ { targets: [ '%s' ] } ]\n" % (os.path.join(PROMETHEUS_CONF, "alerts.yml"), target))
+        self.log = open(tmp_path / "prometheus.log", "w")
+        self.proc = subprocess.Popen(
+            [PROMETHEUS, "--config.file=%s" % conf, "--storage.tsdb.path=%s" % (tmp_path / "tsdb"),
+             "--web.listen-address=127.0.0.1:%d" % self.port], stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for(lambda: self.ready(), "Prometheus to be ready", timeout=60)
+
+    def ready(self):
+        assert self.proc.poll() is None, "Prometheus exited: " + open(self.log.name).read()[-2000:]
+        try:
+            return fetch(self.port, "/-/ready")[0] == 200
+        except OSError:
+            return False
+
+    def api(self, path, **params):
+        url = "%s?%s" % (path, urllib.parse.urlencode(params))
+        status, _, body = fetch(self.port, url)
+        reply = json.loads(body)
+        assert status == 200 and reply["status"] == "success", (params, body)
+        return reply["data"]
+
+    def query(self, expr):
+        """[(labels, float)] of an instant query."""
+        return [(r["metric"], float(r["value"][1])) for r in self.api("/api/v1/query", query=expr)["result"]]
+
+    def scalar(self, expr):
+        got = self.query(expr)
+        assert len(got) == 1, (expr, got)
+        return got[0][1]
+
+    def firing(self):
+        return {a["labels"]["alertname"] for a in self.api("/api/v1/alerts")["alerts"] if a["state"] == "firing"}
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(30)
+        self.log.close()
+
+
+def panel_queries():
+    """(panel title, expr) of every panel of the dashboard."""
+    def walk(panels):
+        for p in panels:
+            yield from walk(p.get("panels", []))
+            for t in p.get("targets", []):
+                yield p["title"], t["expr"]
+    with open(DASHBOARD) as f:
+        return list(walk(json.load(f)["panels"]))
+
+
+def substitute(expr, instance):
+    """What Grafana sends for the dashboard's variables."""
+    for var, val in (("$__rate_interval", "2m"), ("$job", "ingestd"), ("$instance", instance)):
+        expr = expr.replace(var, val)
+    return expr
+
+
+def test_prometheus_counters_dashboard_and_alerts(own_pg, tmp_path):
+    """During a real load scraped every second by Prometheus: the counters it
+    stored equal ingest.*'s sums, every dashboard panel returns data, a
+    failed file fires IngestdFileFailed and PostgreSQL stopped fires
+    IngestdDatabaseDown; both clear afterwards."""
+    port = free_port()
+    target = "127.0.0.1:%d" % port
+    d = Daemon(str(tmp_path), own_pg["conninfo"], extra=metrics_conf(port), max_ratio=0.01).start()
+    prom = Prometheus(tmp_path, target)
+    try:
+        wait_for(lambda: prom.query('up{job="ingestd"} == 1'), "the first scrape")
+        d.drop(generate(tmp_path / "big.csv", 100000))
+        bad_rows_file(tmp_path / "bad.csv")            # 9 bad rows of 209: fails
+        d.drop(str(tmp_path / "bad.csv"), wait=False)
+        wait_for(lambda: query(d.conninfo, "SELECT count(*) FROM ingest.files WHERE aggregated_at IS NOT NULL "
+                                           "AND state IN ('done', 'failed')")[0][0] == 2, "both files aggregated")
+        files = dict(((k, s), n) for k, s, n in query(
+            d.conninfo, "SELECT kind, state, count(*) FROM ingest.files GROUP BY 1, 2"))
+        assert files == {("ingest", "done"): 1, ("ingest", "failed"): 1}
+        wait_for(lambda: prom.query('ingestd_file_aggregate_lag_seconds_count == 1'), "the refresh of the done file scraped")
+        for (kind, state), n in files.items():
+            assert prom.scalar('ingestd_files_total{kind="%s",result="%s"}' % (kind, state)) == n
+        (l, r, s), = query(d.conninfo, "SELECT sum(rows_loaded), sum(rows_rejected), sum(rows_superseded) "
+                                       "FROM ingest.files")
+        for outcome, n in (("loaded", l), ("rejected", r), ("superseded", s)):
+            assert prom.scalar('ingestd_rows_total{kind="ingest",outcome="%s"}' % outcome) == n, outcome
+        for code, n in query(d.conninfo, "SELECT code, count(*) FROM ingest.rejects GROUP BY code"):
+            assert prom.scalar('ingestd_rejects_total{reason="%s"}' % code) == n, code
+        chunks = query(d.conninfo, "SELECT count(*) FROM ingest.chunks WHERE state = 'done'")[0][0]
+        assert prom.scalar('ingestd_chunks_total{result="done"}') == chunks
+        empty = []
+        for title, expr in panel_queries():
+            got = prom.query(substitute(expr, target))
+            if not any(v == v and abs(v) != float("inf") for _, v in got):
+                empty.append((title, substitute(expr, target), got))
+        assert not empty, "panels without data: %r" % empty
+        wait_for(lambda: "IngestdFileFailed" in prom.firing(), "IngestdFileFailed to fire", timeout=30)
+        assert "IngestdDatabaseDown" not in prom.firing()
+        pg_stop(own_pg)
+        wait_for(lambda: "IngestdDatabaseDown" in prom.firing(), "IngestdDatabaseDown to fire", timeout=90)
+        pg_start(own_pg)
+        wait_for(lambda: not prom.firing() & {"IngestdDatabaseDown", "IngestdFileFailed"},
+                 "the alerts to clear", timeout=120)
+        assert prom.scalar("ingestd_database_up") == 1
+    finally:
+        prom.stop()
+        d.stop()

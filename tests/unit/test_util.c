@@ -7,7 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rejects.h"
 #include "util.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 static void test_parse_size(void **state)
 {
@@ -75,9 +80,44 @@ static void test_buf(void **state)
         assert_null(b.data);
 }
 
+static void test_listen_parse(void **state)
+{
+        (void)state;
+        struct sockaddr_storage ss;
+        unsigned len = 0;
+        assert_int_equal(listen_parse("127.0.0.1:9187", &ss, &len), 0);
+        assert_int_equal(ss.ss_family, AF_INET);
+        assert_int_equal(ntohs(((struct sockaddr_in *)&ss)->sin_port), 9187);
+        assert_int_equal(len, sizeof(struct sockaddr_in));
+        assert_int_equal(listen_parse("[::1]:80", &ss, &len), 0);
+        assert_int_equal(ss.ss_family, AF_INET6);
+        assert_int_equal(listen_parse("localhost:1", NULL, NULL), 0);
+        assert_int_equal(listen_parse("0.0.0.0:65535", NULL, NULL), 0);
+        static const char *const bad[] = { "", "9187", ":9187", "127.0.0.1", "127.0.0.1:", "127.0.0.1:0",
+                "127.0.0.1:65536", "127.0.0.1:91x", "example.com:80", "::1:80", "[::1]80", "[nope]:80" };
+        for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+                assert_int_equal(listen_parse(bad[i], NULL, NULL), -EINVAL);
+}
+
+static void test_reject_codes(void **state)
+{
+        (void)state;
+        for (int i = 0; i < N_REJECT_CODES; i++)
+                assert_int_equal(reject_code_parse(reject_code_name((RejectCode)i)), i);
+        assert_string_equal(reject_code_name(REJECT_FIELD_TOO_LONG), "field_too_long");
+        assert_string_equal(reject_code_name(REJECT_UNKNOWN_SKU), "unknown_sku");
+        assert_int_equal(reject_code_parse("no such code"), REJECT_OTHER);
+        assert_int_equal(reject_code_of_csv(CSV_ERR_BAD_QUOTE), REJECT_QUOTE);
+        assert_int_equal(reject_code_of_csv(CSV_ERR_UNTERMINATED_QUOTE), REJECT_QUOTE);
+        assert_int_equal(reject_code_of_csv(CSV_ERR_UTF8), REJECT_UTF8);
+        assert_int_equal(reject_code_of_csv(CSV_ERR_TOO_MANY_FIELDS), REJECT_FIELD_COUNT);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_listen_parse),
+                cmocka_unit_test(test_reject_codes),
                 cmocka_unit_test(test_parse_size),
                 cmocka_unit_test(test_utf8),
                 cmocka_unit_test(test_name_escape),
