@@ -486,7 +486,8 @@ int main(int argc, char **argv)
         static const struct option opts[] = { { "config", required_argument, NULL, 'c' },
                 { "wait", no_argument, NULL, 'w' }, { "timeout", required_argument, NULL, 't' },
                 { "json", no_argument, NULL, 'j' }, { "all", no_argument, NULL, 'a' },
-                { "limit", required_argument, NULL, 'n' }, { "watch", no_argument, NULL, 'W' }, { "help", no_argument, NULL, 'h' }, { 0 } };
+                { "limit", required_argument, NULL, 'n' }, { "watch", no_argument, NULL, 'W' },
+                { "help", no_argument, NULL, 'h' }, { 0 } };
         Cli c = { .limit = 20 };
         const char *path = CONFIG_DEFAULT_PATH;
         char *err = NULL;

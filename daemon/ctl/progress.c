@@ -19,10 +19,7 @@
 
 #define POLL_NS (50L * 1000 * 1000)
 
-long long progress_rows_done(const FileProgress *p)
-{
-        return p->loaded + p->rejected + p->superseded;
-}
+long long progress_rows_done(const FileProgress *p) { return p->loaded + p->rejected + p->superseded; }
 
 static void format_eta(char *out, size_t n, double seconds)
 {
@@ -55,8 +52,7 @@ void progress_summary(char *out, size_t n, const char *name, const FileProgress 
         long long done = progress_rows_done(p);
 
         snprintf(out, n, "%s: done in %.1f s: %lld rows (%lld loaded, %lld rejected, %lld superseded), %.0f rows/s",
-                name, seconds, done, p->loaded, p->rejected, p->superseded,
-                seconds > 0 ? (double)done / seconds : 0.0);
+                name, seconds, done, p->loaded, p->rejected, p->superseded, seconds > 0 ? (double)done / seconds : 0.0);
 }
 
 /* Today's piped line, printed when it changes. */
@@ -85,8 +81,8 @@ static const char progress_sql[] =
         "WHERE f.name = $1 AND f.id > $2 GROUP BY f.id ORDER BY f.id LIMIT 1";
 
 /* 1 with *ret and the error and aggregated flags, 0 not registered yet, -EIO. */
-static int read_progress(PGconn *c, const char *const *p, FileProgress *ret, bool *ret_aggregated, char *error,
-        size_t n)
+static int read_progress(
+        PGconn *c, const char *const *p, FileProgress *ret, bool *ret_aggregated, char *error, size_t n)
 {
         char *err = NULL;
         PGresult *res = db_query(c, &err, progress_sql, 2, p);

@@ -26,7 +26,7 @@ typedef struct Histogram {
 static const double chunk_bounds[] = { 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300 };
 static const double file_bounds[] = { 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600 };
 static const double refresh_bounds[] = { 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300 };
-#define BOUNDS(a) a, sizeof a / sizeof a[0]
+#define BOUNDS(a) .bounds = (a), .n = sizeof(a) / sizeof((a)[0])
 
 static const char *const outcomes[] = { "loaded", "rejected", "superseded" };
 static const char *const file_results[] = { "done", "failed" };
@@ -56,20 +56,21 @@ void metrics_reset(void)
 {
         reg = (struct Registry){
                 .started = wall_now(),
-                .chunk = { "ingestd_chunk_duration_seconds",
-                        "Seconds from a chunk worker's start to its exit, "
-                        "for committed chunks.",
+                .chunk = { .name = "ingestd_chunk_duration_seconds",
+                        .help = "Seconds from a chunk worker's start to its exit, "
+                                "for committed chunks.",
                         BOUNDS(chunk_bounds) },
-                .file = { "ingestd_file_duration_seconds",
-                        "Seconds from a file's arrival to its rows committed, "
-                        "for files done.",
+                .file = { .name = "ingestd_file_duration_seconds",
+                        .help = "Seconds from a file's arrival to its rows committed, "
+                                "for files done.",
                         BOUNDS(file_bounds) },
-                .lag = { "ingestd_file_aggregate_lag_seconds",
-                        "Seconds from a file's arrival to products_agg "
-                        "counting its rows, for files done.",
+                .lag = { .name = "ingestd_file_aggregate_lag_seconds",
+                        .help = "Seconds from a file's arrival to products_agg "
+                                "counting its rows, for files done.",
                         BOUNDS(file_bounds) },
-                .refresh = { "ingestd_aggregate_refresh_duration_seconds",
-                        "Seconds a committed products_agg refresh took.", BOUNDS(refresh_bounds) },
+                .refresh = { .name = "ingestd_aggregate_refresh_duration_seconds",
+                        .help = "Seconds a committed products_agg refresh took.",
+                        BOUNDS(refresh_bounds) },
         };
 }
 
