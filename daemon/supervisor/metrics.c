@@ -42,6 +42,7 @@ static struct Registry {
         double worker_cpu, worker_max_rss;
         Histogram chunk, file, lag, refresh;
         MetricsBacklog backlog;
+        bool changed; /* since the last rendering */
 } reg;
 
 static double wall_now(void)
@@ -93,6 +94,7 @@ void metrics_file_closed(const FileSummary *f, bool failed)
         reg.rows[k][1] += (uint64_t)f->rejected;
         reg.rows[k][2] += (uint64_t)f->superseded;
         reg.files[k][failed]++;
+        reg.changed = true;
         for (int i = 0; i < N_REJECT_CODES; i++)
                 reg.rejects[i] += f->rejects[i];
         if (!failed)
@@ -103,6 +105,7 @@ void metrics_chunk_exit(ChunkResult result, bool crashed, double seconds)
 {
         reg.chunks[result]++;
         reg.crashes += crashed;
+        reg.changed = true;
         if (result == CHUNK_RESULT_DONE)
                 observe(&reg.chunk, seconds);
 }
@@ -115,7 +118,13 @@ void metrics_worker_usage(const struct rusage *ru)
                 reg.worker_max_rss = (double)ru->ru_maxrss * 1024; /* kilobytes on Linux */
 }
 
-void metrics_takeovers(int chunks) { reg.takeovers += (uint64_t)(chunks > 0 ? chunks : 0); }
+void metrics_takeovers(int chunks)
+{
+        reg.takeovers += (uint64_t)(chunks > 0 ? chunks : 0);
+        reg.changed |= chunks > 0;
+}
+
+bool metrics_changed(void) { return reg.changed; }
 
 int metrics_read_refresh(PGconn *c, char **ret_error)
 {
@@ -132,6 +141,7 @@ int metrics_read_refresh(PGconn *c, char **ret_error)
         for (int i = 0; i < PQntuples(res); i++)
                 if (!PQgetisnull(res, i, 1))
                         observe(&reg.lag, strtod(PQgetvalue(res, i, 1), NULL));
+        reg.changed = true;
         PQclear(res);
         return 0;
 }
@@ -162,6 +172,22 @@ int metrics_read_backlog(PGconn *c, char **ret_error)
 
 /* ---- rendering ------------------------------------------------------------ */
 
+/* The shortest of %.15g and %.17g that reads back as v: 0.247016, not
+ * 0.24701600000000001. */
+typedef struct Num {
+        char s[32];
+} Num;
+
+static Num num(double v)
+{
+        Num n;
+
+        snprintf(n.s, sizeof n.s, "%.15g", v);
+        if (strtod(n.s, NULL) != v)
+                snprintf(n.s, sizeof n.s, "%.17g", v);
+        return n;
+}
+
 static void head(Buf *b, const char *name, const char *type, const char *help)
 {
         buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
@@ -170,13 +196,13 @@ static void head(Buf *b, const char *name, const char *type, const char *help)
 static void gauge(Buf *b, const char *name, const char *help, double v)
 {
         head(b, name, "gauge", help);
-        buf_printf(b, "%s %.17g\n", name, v);
+        buf_printf(b, "%s %s\n", name, num(v).s);
 }
 
 static void counter(Buf *b, const char *name, const char *help, double v)
 {
         head(b, name, "counter", help);
-        buf_printf(b, "%s %.17g\n", name, v);
+        buf_printf(b, "%s %s\n", name, num(v).s);
 }
 
 static void histogram(Buf *b, const Histogram *h)
@@ -188,8 +214,8 @@ static void histogram(Buf *b, const Histogram *h)
                 cumulative += h->counts[i];
                 buf_printf(b, "%s_bucket{le=\"%g\"} %llu\n", h->name, h->bounds[i], (unsigned long long)cumulative);
         }
-        buf_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.17g\n%s_count %llu\n", h->name,
-                (unsigned long long)h->count, h->name, h->sum, h->name, (unsigned long long)h->count);
+        buf_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %s\n%s_count %llu\n", h->name, (unsigned long long)h->count,
+                h->name, num(h->sum).s, h->name, (unsigned long long)h->count);
 }
 
 /* A label value in the exposition's escaping: backslash, quote, newline. */
@@ -239,8 +265,8 @@ static void render_backlog(Buf *b)
         const MetricsBacklog *g = &reg.backlog;
 
         head(b, "ingestd_backlog_files", "gauge", "Files registered and not finished, by state.");
-        buf_printf(b, "ingestd_backlog_files{state=\"new\"} %.17g\n", g->files_new);
-        buf_printf(b, "ingestd_backlog_files{state=\"loading\"} %.17g\n", g->files_loading);
+        buf_printf(b, "ingestd_backlog_files{state=\"new\"} %s\n", num(g->files_new).s);
+        buf_printf(b, "ingestd_backlog_files{state=\"loading\"} %s\n", num(g->files_loading).s);
         gauge(b, "ingestd_backlog_bytes", "Bytes of the files not finished whose rows are not committed.", g->bytes);
         gauge(b, "ingestd_oldest_waiting_file_age_seconds", "Seconds since the oldest unfinished file arrived.",
                 g->oldest_age);
@@ -287,6 +313,7 @@ static void render_process(Buf *b)
 void metrics_render(Buf *out, const MetricsLive *live)
 {
         out->len = 0;
+        reg.changed = false;
         head(out, "ingestd_build_info", "gauge", "The running version; always 1.");
         buf_printf(out, "ingestd_build_info{version=\"%s\"} 1\n", PACKAGE_VERSION);
         head(out, "ingestd_node_info", "gauge", "This instance's cluster.node; always 1.");

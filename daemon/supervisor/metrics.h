@@ -45,5 +45,8 @@ int metrics_read_refresh(PGconn *c, char **ret_error);
 /* Reads the backlog (one query on ingest.files and ingest.aggregate_runs);
  * keeps the last values when it fails. */
 int metrics_read_backlog(PGconn *c, char **ret_error);
+/* Whether a counter or histogram changed since the last rendering: the loop
+ * publishes at once what it recorded (a file closed), not a second later. */
+bool metrics_changed(void);
 /* The whole exposition into out (emptied first). */
 void metrics_render(Buf *out, const MetricsLive *live);

@@ -323,6 +323,16 @@ static void feed_watchdog(Supervisor *s)
         }
 }
 
+/* A scrape serves the last text published; the loop publishes after
+ * recording anything (main loop) and once a second with the backlog. */
+static void render_metrics(Supervisor *s)
+{
+        MetricsLive live = { s->cfg->node, s->conn && s->state != SUP_CONNECTING, cluster_leader(s->cluster),
+                (int)children_count(s->children, CHILD_CHUNK), config_workers(s->cfg) };
+        metrics_render(&s->metrics, &live);
+        httpd_publish(s->httpd, s->metrics.data, s->metrics.len);
+}
+
 /* The backlog is read from the database here, in the loop, so that a
  * scrape never waits for it; while the database is away the last values
  * stay, and ingestd_database_up says so. */
@@ -336,10 +346,7 @@ static void publish_metrics(Supervisor *s)
         s->next_metrics = now + METRICS_EVERY;
         if (s->conn && s->state == SUP_RUNNING && metrics_read_backlog(s->conn, &err) < 0)
                 db_lost(s, "reading the backlog for the metrics", err);
-        MetricsLive live = { s->cfg->node, s->conn && s->state != SUP_CONNECTING, cluster_leader(s->cluster),
-                (int)children_count(s->children, CHILD_CHUNK), config_workers(s->cfg) };
-        metrics_render(&s->metrics, &live);
-        httpd_publish(s->httpd, s->metrics.data, s->metrics.len);
+        render_metrics(s);
 }
 
 static void on_tick(Supervisor *s)
@@ -486,6 +493,8 @@ int supervisor_run(Config *cfg, const char *config_path)
         while (r == 0 && !(s.state == SUP_STOPPING && children_total(s.children) == 0)) {
                 struct epoll_event ev[8];
                 work(&s);
+                if (s.httpd && metrics_changed())
+                        render_metrics(&s);
                 int n = epoll_wait(s.epoll_fd, ev, 8, -1);
                 if (n < 0 && errno != EINTR) {
                         r = -errno;

@@ -106,6 +106,24 @@ static void test_chunk_histogram_is_cumulative(void **state)
         free(t);
 }
 
+static void test_values_are_short_and_exact(void **state)
+{
+        (void)state;
+        metrics_reset();
+        FileSummary f = { KIND_INGEST, 1, 0, 0, 0.247016, { 0 } };
+        metrics_file_closed(&f, false);
+        char *t = render("n1");
+        assert_non_null(strstr(t, "\ningestd_file_duration_seconds_sum 0.247016\n"));
+        assert_non_null(strstr(t, "\ningestd_file_duration_seconds_bucket{le=\"0.5\"} 1\n"));
+        free(t);
+        metrics_reset();
+        f.seconds = 0.1 + 0.2; /* 0.30000000000000004: needs all 17 digits to read back */
+        metrics_file_closed(&f, false);
+        t = render("n1");
+        assert_true(sample(t, "ingestd_file_duration_seconds_sum") == 0.1 + 0.2);
+        free(t);
+}
+
 static void test_node_label_is_escaped(void **state)
 {
         (void)state;
@@ -121,6 +139,7 @@ int main(void)
                 cmocka_unit_test(test_counters_start_at_zero),
                 cmocka_unit_test(test_files_rows_and_rejects),
                 cmocka_unit_test(test_chunk_histogram_is_cumulative),
+                cmocka_unit_test(test_values_are_short_and_exact),
                 cmocka_unit_test(test_node_label_is_escaped),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
