@@ -147,6 +147,13 @@ CREATE TABLE IF NOT EXISTS ingest.aggregate_runs (
     seconds         double precision NOT NULL
 );
 
+-- Retention (retention.h): a done file's chunks and rejects removed
+-- (pruned_at) and its copy in done/ deleted (removed_at); the row stays.
+ALTER TABLE ingest.files ADD COLUMN IF NOT EXISTS pruned_at timestamptz;
+ALTER TABLE ingest.files ADD COLUMN IF NOT EXISTS removed_at timestamptz;
+CREATE INDEX IF NOT EXISTS files_unpruned ON ingest.files (finished_at) WHERE state = 'done' AND pruned_at IS NULL;
+CREATE INDEX IF NOT EXISTS files_unremoved ON ingest.files (finished_at) WHERE state = 'done' AND removed_at IS NULL;
+
 CREATE TABLE IF NOT EXISTS public.products_agg (
     name            text COLLATE "C" PRIMARY KEY,   -- byte order: see products
     no_of_products  bigint NOT NULL

@@ -1,7 +1,8 @@
 /* main.c - ingestd's command line: the supervisor (default), --check-config,
  * and the internal child roles the supervisor execs (--worker, --plan,
- * --aggregate, --aggregate-fold, --build-key). */
+ * --aggregate, --aggregate-fold, --build-key, --prune). */
 #include "aggregate.h"
+#include "retention.h"
 #include "config.h"
 #include "db.h"
 #include "deferkey.h"
@@ -44,6 +45,26 @@ static int run_aggregate(const Config *cfg, AggregateMode mode)
         else
                 log_msg(LOG_DEBUG, "products_agg %s in %.3f s",
                         mode == AGGREGATE_FULL ? "recounted" : "updated from the loads' deltas", now_monotonic() - t0);
+        free(err);
+        PQfinish(c);
+        return r < 0 ? EX_TEMPFAIL : 0;
+}
+
+/* The leader's prune child: logs what went, once, when anything did. */
+static int run_prune(const Config *cfg)
+{
+        char *err = NULL;
+        RetentionCounts n = { 0 };
+        PGconn *c = db_connect(cfg->conninfo, &err);
+        int r = c ? retention_prune(c, cfg, &n, &err) : -EIO;
+
+        if (n.files || n.done_files)
+                log_msg(LOG_INFO,
+                        "retention: history of %lld done files removed (%lld chunk rows, %lld reject rows), "
+                        "%lld files deleted from done/ (%lld bytes)",
+                        n.files, n.chunks, n.rejects, n.done_files, n.done_bytes);
+        if (r < 0)
+                log_msg(LOG_WARNING, "retention: %s; the next prune goes on", err);
         free(err);
         PQfinish(c);
         return r < 0 ? EX_TEMPFAIL : 0;
@@ -109,7 +130,7 @@ int main(int argc, char **argv)
                 { "help", no_argument, NULL, 'h' }, { "version", no_argument, NULL, 'V' },
                 { "worker", no_argument, NULL, 'W' }, { "aggregate", no_argument, NULL, 'A' },
                 { "aggregate-fold", no_argument, NULL, 'F' }, { "build-key", no_argument, NULL, 'K' },
-                { "plan", no_argument, NULL, 'P' }, { 0 } };
+                { "plan", no_argument, NULL, 'P' }, { "prune", no_argument, NULL, 'R' }, { 0 } };
         const char *path = CONFIG_DEFAULT_PATH;
         char mode = 'S', *err = NULL;
         Config *cfg = NULL;
@@ -127,6 +148,7 @@ int main(int argc, char **argv)
                 case 'A':
                 case 'F':
                 case 'K':
+                case 'R':
                 case 'P': mode = (char)o; break;
                 default: usage(stderr); return EX_USAGE;
                 }
@@ -152,6 +174,7 @@ int main(int argc, char **argv)
         case 'F': o = run_aggregate(cfg, AGGREGATE_FOLD); break;
         case 'K': o = run_build_key(cfg, argv[optind]); break;
         case 'P': o = run_plan(cfg, argv[optind]); break;
+        case 'R': o = run_prune(cfg); break;
         default: return supervisor_run(cfg, path);
         }
         config_free(cfg);

@@ -6,6 +6,7 @@
 #include "config.h"
 #include "db.h"
 #include "progress.h"
+#include "retention.h"
 #include "state.h"
 #include "util.h"
 
@@ -25,7 +26,7 @@
 typedef struct Cli {
         Config *cfg;
         PGconn *conn;
-        bool wait, json, all, watch;
+        bool wait, json, all, watch, dry_run;
         double timeout;
         long limit;
 } Cli;
@@ -40,6 +41,7 @@ static void usage(FILE *f)
                    "                         files, their state and row counts\n"
                    "  rejects FILE [--limit N] rejected rows of FILE with line, offset and reason\n"
                    "  retry FILE             load a failed file's unfinished chunks again\n"
+                   "  prune [--dry-run]      remove what retention.* says is old now (or show it)\n"
                    "  aggregate [TABLE KEY]  refresh products_agg now and show its top rows, or\n"
                    "                         show TABLE counted by column KEY\n\n"
                    "Options:\n"
@@ -50,6 +52,7 @@ static void usage(FILE *f)
                    "  -j, --json         machine-readable status\n"
                    "  -a, --all          every file, not only the last 20\n"
                    "  -W, --watch        redraw the status every second until interrupted\n"
+                   "      --dry-run      prune: show what would be removed\n"
                    "  -n, --limit N      rows to show (default 20)\n"
                    "  -h, --help         this help\n\n"
                    "FILE in rejects and retry is a file name, a processing name (ID-NAME) or an id.\n"
@@ -179,10 +182,14 @@ static int cmd_drop(Cli *c, const char *src, bool update)
 
 static const char status_sql[] =
         "SELECT f.id, f.name, f.kind, f.state, "
-        "  count(k.*) FILTER (WHERE k.state = " SQL_DONE ") AS chunks_done, f.chunks, f.data_rows, "
-        "  coalesce(sum(k.rows_loaded), 0) AS rows_loaded, coalesce(sum(k.rows_rejected), 0) AS rows_rejected, "
-        "  coalesce(sum(k.rows_superseded), 0) AS rows_superseded, f.size, f.sha256, "
-        "  f.registered_at, f.finished_at, f.aggregated_at, f.error, f.lanes "
+        "  CASE WHEN f.pruned_at IS NULL THEN count(k.*) FILTER (WHERE k.state = " SQL_DONE ") "
+        "       ELSE f.chunks END AS chunks_done, f.chunks, f.data_rows, "
+        "  CASE WHEN f.pruned_at IS NULL THEN coalesce(sum(k.rows_loaded), 0) ELSE f.rows_loaded END AS rows_loaded, "
+        "  CASE WHEN f.pruned_at IS NULL THEN coalesce(sum(k.rows_rejected), 0) ELSE f.rows_rejected END "
+        "    AS rows_rejected, "
+        "  CASE WHEN f.pruned_at IS NULL THEN coalesce(sum(k.rows_superseded), 0) ELSE f.rows_superseded END "
+        "    AS rows_superseded, f.size, f.sha256, "
+        "  f.registered_at, f.finished_at, f.aggregated_at, f.error, f.lanes, f.pruned_at, f.removed_at "
         "FROM ingest.files f LEFT JOIN ingest.chunks k ON k.file_id = f.id "
         "GROUP BY f.id ORDER BY f.id DESC LIMIT $1";
 
@@ -317,6 +324,19 @@ static int find_file(
         return 0;
 }
 
+/* Rejects of a file whose history retention removed are gone; says so. */
+static void print_pruned(Cli *c, const char *ids)
+{
+        PGresult *res = db_query(c->conn, NULL,
+                "SELECT rows_rejected, pruned_at FROM ingest.files WHERE id = $1 AND pruned_at IS NOT NULL", 1,
+                (const char *[]){ ids });
+
+        if (res && PQntuples(res) == 1)
+                printf("(the file had %s; their rows were removed by retention.history at %s)\n", PQgetvalue(res, 0, 0),
+                        PQgetvalue(res, 0, 1));
+        PQclear(res);
+}
+
 static int cmd_rejects(Cli *c, const char *arg)
 {
         char *path = NULL, *state = NULL, *kind = NULL, *name = NULL, ids[32], lim[32], *err = NULL;
@@ -336,6 +356,7 @@ static int cmd_rejects(Cli *c, const char *arg)
         if (res) {
                 printf("%s (#%lld, %s): %s rejected rows\n", path, id, state,
                         PQntuples(res) ? PQgetvalue(res, 0, 4) : "0");
+                print_pruned(c, ids);
                 printf("%-10s %-12s %-40s %s\n", "LINE", "OFFSET", "REASON", "RECORD");
                 for (int i = 0; i < PQntuples(res); i++)
                         printf("%-10s %-12s %-40s %.120s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
@@ -398,6 +419,22 @@ out:
         free(kind);
         free(name);
         return r;
+}
+
+/* ---- prune ------------------------------------------------------------ */
+
+static int cmd_prune(Cli *c)
+{
+        RetentionCounts n = { 0 };
+        char *err = NULL;
+        int r = c->dry_run ? retention_count(c->conn, c->cfg, &n, &err) : retention_prune(c->conn, c->cfg, &n, &err);
+
+        printf("%s: the history of %lld done files (%lld chunk rows, %lld reject rows); "
+               "%lld files in done/ (%lld bytes)\n",
+                c->dry_run ? "would remove" : "removed", n.files, n.chunks, n.rejects, n.done_files, n.done_bytes);
+        if (c->cfg->retention_history <= 0 && c->cfg->retention_done_files <= 0)
+                printf("retention.history and retention.done_files are 0: everything is kept\n");
+        return r < 0 ? die_db(c, "prune", err) : 0;
 }
 
 /* ---- aggregate -------------------------------------------------------- */
@@ -475,6 +512,8 @@ static int dispatch(Cli *c, int argc, char **argv)
                 return cmd_rejects(c, argv[1]);
         if (strcmp(cmd, "retry") == 0 && nargs == 1)
                 return cmd_retry(c, argv[1]);
+        if (strcmp(cmd, "prune") == 0 && nargs == 0)
+                return cmd_prune(c);
         if (strcmp(cmd, "aggregate") == 0 && (nargs == 0 || nargs == 2))
                 return cmd_aggregate(c, nargs ? argv[1] : NULL, nargs ? argv[2] : NULL);
         usage(stderr);
@@ -487,7 +526,7 @@ int main(int argc, char **argv)
                 { "wait", no_argument, NULL, 'w' }, { "timeout", required_argument, NULL, 't' },
                 { "json", no_argument, NULL, 'j' }, { "all", no_argument, NULL, 'a' },
                 { "limit", required_argument, NULL, 'n' }, { "watch", no_argument, NULL, 'W' },
-                { "help", no_argument, NULL, 'h' }, { 0 } };
+                { "dry-run", no_argument, NULL, 'D' }, { "help", no_argument, NULL, 'h' }, { 0 } };
         Cli c = { .limit = 20 };
         const char *path = CONFIG_DEFAULT_PATH;
         char *err = NULL;
@@ -503,6 +542,7 @@ int main(int argc, char **argv)
                 case 'a': c.all = true; break;
                 case 'n': c.limit = atol(optarg); break;
                 case 'W': c.watch = true; break;
+                case 'D': c.dry_run = true; break;
                 case 'h': usage(stdout); return 0;
                 default: usage(stderr); return EX_USAGE;
                 }

@@ -59,6 +59,10 @@ const ConfigKey config_keys[] = {
                 "seconds between scans of the watched folders with watch = \"poll\"" },
         { "metrics.listen", CT_LISTEN, OFF(metrics_listen), "", 0, 0, false,
                 "\"HOST:PORT\" serving GET /metrics (Prometheus), e.g. \"127.0.0.1:9187\"; \"\" = off" },
+        { "retention.history", CT_DURATION, OFF(retention_history), "30d", 0, 86400.0 * 36500, true,
+                "a done file's ingest.chunks and ingest.rejects rows are removed this long after it finished; 0 = keep" },
+        { "retention.done_files", CT_DURATION, OFF(retention_done_files), "0", 0, 86400.0 * 36500, true,
+                "a done file's copy in done/ is deleted this long after it finished; 0 = keep" },
 };
 const size_t config_n_keys = sizeof config_keys / sizeof config_keys[0];
 
@@ -73,6 +77,7 @@ static const char *type_name(ConfigType t)
         case CT_LISTEN: return "\"\" or \"HOST:PORT\" with a numeric host (\"127.0.0.1:9187\", \"[::1]:9187\")";
         case CT_KEY: return "\"sku\" or \"sku,name\"";
         case CT_WATCH: return "\"inotify\" or \"poll\"";
+        case CT_DURATION: return "a duration (seconds, or a string like \"30d\", \"12h\", \"15m\")";
         }
         return "?";
 }
@@ -121,6 +126,13 @@ static int set_from_string(const ConfigKey *k, void *field, const char *s)
                         return -EINVAL;
                 *(bool *)field = strcmp(s, "true") == 0;
                 return 0;
+        case CT_DURATION: {
+                double v;
+                if (parse_duration(s, &v) < 0 || v < k->min || v > k->max)
+                        return -ERANGE;
+                *(double *)field = v;
+                return 0;
+        }
         case CT_INT:
         case CT_FLOAT: {
                 double v = strtod(s, &end);
@@ -150,12 +162,12 @@ static int setting_text(const config_setting_t *s, ConfigType t, char *out, size
                 return 0;
         case CONFIG_TYPE_INT:
         case CONFIG_TYPE_INT64:
-                if (t != CT_INT && t != CT_SIZE && t != CT_FLOAT)
+                if (t != CT_INT && t != CT_SIZE && t != CT_FLOAT && t != CT_DURATION)
                         return -EINVAL;
                 snprintf(out, n, "%lld", config_setting_get_int64(s));
                 return 0;
         case CONFIG_TYPE_FLOAT:
-                if (t != CT_FLOAT)
+                if (t != CT_FLOAT && t != CT_DURATION)
                         return -EINVAL;
                 snprintf(out, n, "%.17g", config_setting_get_float(s));
                 return 0;
@@ -197,7 +209,7 @@ static int apply_setting(Config *c, const config_setting_t *s, const char *name,
                 return -EINVAL;
         }
         if (setting_text(s, k->type, text, sizeof text) < 0 || set_from_string(k, (char *)c + k->offset, text) < 0) {
-                if (k->type == CT_INT || k->type == CT_FLOAT || k->type == CT_SIZE)
+                if (k->type == CT_INT || k->type == CT_FLOAT || k->type == CT_SIZE || k->type == CT_DURATION)
                         *ret_error = xasprintf("%s:%d: key '%s': expected %s between %.15g and %.15g", path, line, name,
                                 type_name(k->type), k->min, k->max);
                 else
@@ -330,6 +342,12 @@ static void value_text(const ConfigKey *k, const Config *c, char *out, size_t n)
         case CT_BOOL: snprintf(out, n, "%s", *(const bool *)f ? "true" : "false"); break;
         case CT_KEY: snprintf(out, n, "\"%s\"", config_key_name(*(const KeyMode *)f)); break;
         case CT_WATCH: snprintf(out, n, "\"%s\"", config_watch_name(*(const WatchMode *)f)); break;
+        case CT_DURATION: {
+                char d[64];
+                format_duration(*(const double *)f, d, sizeof d);
+                snprintf(out, n, "\"%s\"", *(const double *)f == 0 ? "0" : d);
+                break;
+        }
         }
 }
 

@@ -26,15 +26,27 @@ typedef struct Config {
         double retry_backoff; /* seconds before the first retry */
         double rejects_max_ratio;
         uint64_t max_field;
-        char *node;            /* cluster.node: this instance's name; the host name by default */
-        double heartbeat;      /* seconds between heartbeats of ingest.nodes */
-        double takeover_after; /* seconds of silence after which a node is dead */
-        WatchMode watch;       /* inotify, or scanning every watch_interval (network filesystems) */
-        double watch_interval; /* seconds between scans in poll mode */
-        char *metrics_listen;  /* "HOST:PORT" of the metrics endpoint; "" = off */
+        char *node;                  /* cluster.node: this instance's name; the host name by default */
+        double heartbeat;            /* seconds between heartbeats of ingest.nodes */
+        double takeover_after;       /* seconds of silence after which a node is dead */
+        WatchMode watch;             /* inotify, or scanning every watch_interval (network filesystems) */
+        double watch_interval;       /* seconds between scans in poll mode */
+        char *metrics_listen;        /* "HOST:PORT" of the metrics endpoint; "" = off */
+        double retention_history;    /* seconds after which a done file's chunks and rejects go; 0 = keep */
+        double retention_done_files; /* seconds after which a done file's file in done/ goes; 0 = keep */
 } Config;
 
-typedef enum ConfigType { CT_STRING, CT_INT, CT_SIZE, CT_FLOAT, CT_BOOL, CT_KEY, CT_WATCH, CT_LISTEN } ConfigType;
+typedef enum ConfigType {
+        CT_STRING,
+        CT_INT,
+        CT_SIZE,
+        CT_FLOAT,
+        CT_BOOL,
+        CT_KEY,
+        CT_WATCH,
+        CT_LISTEN,
+        CT_DURATION
+} ConfigType;
 
 typedef struct ConfigKey {
         const char *name; /* "retry.backoff" */

@@ -3,6 +3,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <math.h>
 #include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -34,6 +35,45 @@ char *xasprintf(const char *fmt, ...)
         int r = vasprintf(&s, fmt, ap);
         va_end(ap);
         return check_alloc(r < 0 ? NULL : s);
+}
+
+static const struct {
+        char suffix;
+        double seconds;
+} duration_units[] = { { 'd', 86400 }, { 'h', 3600 }, { 'm', 60 }, { 's', 1 } };
+
+int parse_duration(const char *s, double *ret_seconds)
+{
+        char *end;
+        double mult = 1;
+
+        if (!s || *s == '\0' || *s == '-' || *s == ' ')
+                return -EINVAL;
+        double v = strtod(s, &end);
+        if (end == s || !isfinite(v))
+                return -EINVAL;
+        if (*end != '\0') {
+                size_t i = 0;
+                while (i < sizeof duration_units / sizeof *duration_units && duration_units[i].suffix != *end)
+                        i++;
+                if (i == sizeof duration_units / sizeof *duration_units || end[1] != '\0')
+                        return -EINVAL;
+                mult = duration_units[i].seconds;
+        }
+        *ret_seconds = v * mult;
+        return 0;
+}
+
+void format_duration(double seconds, char *out, size_t n)
+{
+        for (size_t i = 0; i < sizeof duration_units / sizeof *duration_units; i++) {
+                double q = seconds / duration_units[i].seconds;
+                if (seconds > 0 && q == (double)(long long)q) {
+                        snprintf(out, n, "%lld%c", (long long)q, duration_units[i].suffix);
+                        return;
+                }
+        }
+        snprintf(out, n, "%gs", seconds);
 }
 
 int parse_size(const char *s, uint64_t *ret_bytes)

@@ -14,6 +14,10 @@ char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* "16M", "512k", "1G", "4096" -> bytes. 0 or -EINVAL/-ERANGE. */
 int parse_size(const char *s, uint64_t *ret_bytes);
+/* "90", "90s", "15m", "12h", "30d" (or a fraction: "1.5h") into seconds. 0, or -EINVAL. */
+int parse_duration(const char *s, double *ret_seconds);
+/* The shortest of those forms that reads back as seconds: "30d", "90s". */
+void format_duration(double seconds, char *out, size_t n);
 
 /* Seconds since an arbitrary start, never going backwards. */
 double now_monotonic(void);

@@ -8,7 +8,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-typedef enum ChildType { CHILD_CHUNK, CHILD_PLAN, CHILD_AGGREGATE, CHILD_KEY } ChildType;
+typedef enum ChildType { CHILD_CHUNK, CHILD_PLAN, CHILD_AGGREGATE, CHILD_KEY, CHILD_PRUNE } ChildType;
 
 typedef struct Child {
         pid_t pid;

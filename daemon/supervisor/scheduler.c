@@ -11,6 +11,7 @@
 #include "outcome.h"
 #include "policy.h"
 #include "registry.h"
+#include "retention.h"
 #include "state.h"
 #include "util.h"
 
@@ -26,7 +27,7 @@
 struct Scheduler {
         const char *config_path;
         Children *children;
-        double plan_retry_at, key_retry_at, next_aggregate;
+        double plan_retry_at, key_retry_at, next_aggregate, next_prune;
         int64_t plan_failing; /* the file whose plan child failed plan_attempts times in a row */
         int plan_attempts;
         bool aggregate_wanted;
@@ -190,6 +191,20 @@ static void maybe_aggregate(Scheduler *sc, const Config *cfg)
         start_child(sc, (Child){ 0, CHILD_AGGREGATE, -1, -1, 0, 0 }, args);
 }
 
+/* Retention (retention.h) in a child of its own, off the loop, while
+ * nothing else of the leader's runs long: it never holds a lock a load
+ * waits on, but it need not compete with a refresh either. */
+static void maybe_prune(Scheduler *sc, const Config *cfg)
+{
+        double now = now_monotonic(), every = retention_interval(cfg);
+
+        if (every <= 0 || now < sc->next_prune || children_count(sc->children, CHILD_PRUNE) > 0)
+                return;
+        sc->next_prune = now + every;
+        const char *args[] = { "--prune", NULL };
+        start_child(sc, (Child){ 0, CHILD_PRUNE, -1, -1, 0, 0 }, args);
+}
+
 static ChunkSlot chunk_slot(const Pass *p, int64_t file_id, const PGresult *res, int i)
 {
         ChunkSlot c = { atoi(PQgetvalue(res, i, 0)), CHUNK_PENDING, 0, false };
@@ -303,6 +318,8 @@ int scheduler_run(Scheduler *sc, PGconn *c, const Config *cfg, const SchedulerRo
                 r = 0; /* a file finished: the next one */
         if (r >= 0 && role->leader)
                 maybe_aggregate(sc, cfg);
+        if (r >= 0 && role->leader)
+                maybe_prune(sc, cfg);
         return r < 0 ? r : 0;
 }
 

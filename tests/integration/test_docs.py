@@ -42,8 +42,8 @@ def test_man_pages_render_without_warnings():
 
 def test_options_and_commands_are_documented():
     ctl = open(os.path.join(ROOT, "man", "ingestctl.1")).read().replace("\\-", "-")
-    for word in ("ingest", "update", "status", "rejects", "retry", "aggregate",
-                 "--wait", "--timeout", "--json", "--all", "--limit", "--config"):
+    for word in ("ingest", "update", "status", "rejects", "retry", "aggregate", "prune",
+                 "--wait", "--timeout", "--json", "--all", "--limit", "--config", "--watch", "--dry-run"):
         assert word in ctl, word
         assert word in subprocess.run([INGESTCTL, "--help"], capture_output=True, text=True).stdout
     daemon = open(os.path.join(ROOT, "man", "ingestd.8")).read().replace("\\-", "-")

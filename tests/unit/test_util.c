@@ -113,10 +113,39 @@ static void test_reject_codes(void **state)
         assert_int_equal(reject_code_of_csv(CSV_ERR_TOO_MANY_FIELDS), REJECT_FIELD_COUNT);
 }
 
+static void test_durations(void **state)
+{
+        (void)state;
+        double v = -1;
+        assert_int_equal(parse_duration("30d", &v), 0);
+        assert_true(v == 30 * 86400.0);
+        assert_int_equal(parse_duration("1.5h", &v), 0);
+        assert_true(v == 5400);
+        assert_int_equal(parse_duration("90", &v), 0);
+        assert_true(v == 90);
+        assert_int_equal(parse_duration("15m", &v), 0);
+        assert_true(v == 900);
+        v = 7;
+        static const char *const bad[] = { "", "d", "3x", "-1d", "1dd", " 1d", "1 d", "nan", "inf" };
+        for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+                assert_int_equal(parse_duration(bad[i], &v), -EINVAL);
+        assert_true(v == 7); /* untouched on failure */
+        char out[32];
+        format_duration(30 * 86400.0, out, sizeof out);
+        assert_string_equal(out, "30d");
+        format_duration(5400, out, sizeof out);
+        assert_string_equal(out, "90m");
+        format_duration(90, out, sizeof out);
+        assert_string_equal(out, "90s");
+        format_duration(0.5, out, sizeof out);
+        assert_string_equal(out, "0.5s");
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_listen_parse),
+                cmocka_unit_test(test_durations),
                 cmocka_unit_test(test_reject_codes),
                 cmocka_unit_test(test_parse_size),
                 cmocka_unit_test(test_utf8),
