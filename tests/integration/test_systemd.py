@@ -36,20 +36,27 @@ def install_stage():
 
 
 class Container:
-    def __init__(self, conninfo):
+    """The host's / booted by systemd-nspawn. binds: nspawn options that
+    bring in what is tested (by default the staged build under /opt and its
+    unit); volatile: "yes" (a tmpfs root, /usr from the host read-only) or
+    "overlay" (all of / writable, the writes thrown away: for dpkg)."""
+
+    def __init__(self, conninfo, binds=None, volatile="yes"):
         self.name = "ingestd-test-%d" % os.getpid()
         self.etc = os.path.join(WORK, "etc")
         os.makedirs(self.etc, exist_ok=True)
         self.conninfo = conninfo
         unit = os.path.join(STAGE, "opt/ingestd/lib/systemd/system/ingestd.service")
+        if binds is None:
+            binds = ("--bind-ro=%(stage)s/opt/ingestd:/opt/ingestd --bind-ro=%(unit)s:/etc/systemd/system/"
+                     "ingestd.service --bind-ro=%(etc)s:/etc/ingestd" % dict(stage=STAGE, unit=unit, etc=self.etc))
         script = """
 for h in systemd unified; do mkdir -p /sys/fs/cgroup/$h/%(name)s
   echo $$ > /sys/fs/cgroup/$h/%(name)s/cgroup.procs; done
-exec systemd-nspawn -D / --volatile=yes -M ingestdtest --register=no --keep-unit \
-  --private-network --console=passive --bind-ro=%(stage)s/opt/ingestd:/opt/ingestd \
-  --bind-ro=%(unit)s:/etc/systemd/system/ingestd.service --bind-ro=%(etc)s:/etc/ingestd \
+exec systemd-nspawn -D / --volatile=%(volatile)s -M ingestdtest --register=no --keep-unit \
+  --private-network --console=passive %(binds)s \
   --bind=%(work)s:%(work)s --bind-ro=/etc/manpath.config --boot systemd.firstboot=off
-""" % dict(name=self.name, stage=STAGE, unit=unit, etc=self.etc, work=WORK)
+""" % dict(name=self.name, binds=binds, volatile=volatile, work=WORK)
         self.log = open(os.path.join(WORK, "nspawn.log"), "w")
         self.proc = subprocess.Popen(["bash", "-c", script], stdout=self.log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
@@ -61,6 +68,8 @@ exec systemd-nspawn -D / --volatile=yes -M ingestdtest --register=no --keep-unit
         # the container has no network: do not let network-online.target wait for it
         self.run("systemctl", "mask", "systemd-networkd-wait-online.service", check=False)
         self.run("systemctl", "daemon-reload")
+
+    def install_staged_user_and_folders(self):
         self.run("systemd-sysusers", "/opt/ingestd/lib/sysusers.d/ingestd.conf")
         self.run("systemd-tmpfiles", "--create", "/opt/ingestd/lib/tmpfiles.d/ingestd.conf")
 
@@ -147,6 +156,7 @@ def box():
     pgdir = os.path.join(WORK, "pg")
     admin = sh(os.path.join(ROOT, "tools", "pgcluster"), "start", pgdir, str(free_port())).stdout.strip()
     c = Container(admin.replace("dbname=postgres", "dbname=sd"))
+    c.install_staged_user_and_folders()
     c.admin = admin
     try:
         yield c
