@@ -38,8 +38,8 @@ def install_stage():
 class Container:
     """The host's / booted by systemd-nspawn. binds: nspawn options that
     bring in what is tested (by default the staged build under /opt and its
-    unit); volatile: "yes" (a tmpfs root, /usr from the host read-only) or
-    "overlay" (all of / writable, the writes thrown away: for dpkg)."""
+    unit); volatile: "yes" (a tmpfs root, /usr from the host read-only; an
+    --overlay= in binds makes a folder writable, the writes thrown away)."""
 
     def __init__(self, conninfo, binds=None, volatile="yes"):
         self.name = "ingestd-test-%d" % os.getpid()
