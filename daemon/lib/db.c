@@ -70,6 +70,8 @@ bool db_unique_violation(const char *error) { return has_sqlstate(error, "23505"
 
 bool db_lock_timeout(const char *error) { return has_sqlstate(error, "55P03"); }
 
+bool db_disk_full(const char *error) { return has_sqlstate(error, "53100"); }
+
 PGresult *db_query(PGconn *c, char **ret_error, const char *sql, int n, const char *const *params)
 {
         PGresult *res = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);

@@ -40,5 +40,7 @@ char *db_error(PGconn *c, const PGresult *res);
 bool db_unique_violation(const char *error);
 /* True when an error of db_error is a lock_timeout (SQLSTATE 55P03). */
 bool db_lock_timeout(const char *error);
+/* SQLSTATE 53100: the server could not extend a file, its disk is full. */
+bool db_disk_full(const char *error);
 /* True when the error is a lost connection rather than a statement error. */
 bool db_connection_lost(PGconn *c);

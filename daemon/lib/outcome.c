@@ -15,6 +15,7 @@ static const struct {
         { OUTCOME_BAD_FILE, EX_DATAERR, "bad file" },
         { OUTCOME_NOT_RUN, EX_UNAVAILABLE, "not run" },
         { OUTCOME_CRASHED, EX_SOFTWARE, "crashed" },
+        { OUTCOME_NO_SPACE, EX_CANTCREAT, "no space" },
 };
 
 #define N_CONTRACT (sizeof contract / sizeof *contract)

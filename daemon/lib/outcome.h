@@ -9,6 +9,7 @@ typedef enum Outcome {
         OUTCOME_BAD_FILE, /* the file itself cannot load: fail it */
         OUTCOME_NOT_RUN,  /* gave up before trying (stop, predecessor failed): no attempt used */
         OUTCOME_CRASHED,  /* killed by a signal or an unknown exit code: retry with backoff */
+        OUTCOME_NO_SPACE, /* a disk is full (SQLSTATE 53100, ENOSPC): retry with backoff, no attempt used */
 } Outcome;
 
 /* The exit status a child returns for an outcome. */

@@ -1,5 +1,6 @@
 /* chunkexit.c - see chunkexit.h. */
 #include "chunkexit.h"
+#include "backoff.h"
 #include "db.h"
 #include "log.h"
 #include "metrics.h"
@@ -79,11 +80,48 @@ static void count_exit(ExitAction action, Outcome o, double seconds)
         switch (action) {
         case ACTION_DONE: metrics_chunk_exit(CHUNK_RESULT_DONE, false, seconds); break;
         case ACTION_RETRY: metrics_chunk_exit(CHUNK_RESULT_RETRIED, o == OUTCOME_CRASHED, seconds); break;
+        case ACTION_WAIT_SPACE: metrics_chunk_exit(CHUNK_RESULT_RETRIED, false, seconds); break;
         case ACTION_FAIL_FILE:
         case ACTION_GIVE_UP: metrics_chunk_exit(CHUNK_RESULT_FAILED, o == OUTCOME_CRASHED, seconds); break;
         case ACTION_RELEASE: break;
         }
 }
+
+/* A full disk: the chunks wait with backoff and use no attempt, so that no
+ * file fails because a disk is full; said once a minute, not per chunk, and
+ * once more when a chunk commits again. */
+#define SPACE_LOG_EVERY 60.0
+
+static struct {
+        int streak;       /* no-space exits since the last commit */
+        double logged_at; /* monotonic, of the last warning */
+        double last;      /* monotonic, of the last no-space exit; 0 = none since a commit */
+} space;
+
+static int wait_for_space(
+        PGconn *conn, const Config *cfg, const ChunkClaim *cl, LogCtx ctx, const char *report, char **ret_error)
+{
+        double now = now_monotonic(), delay = backoff_delay(cfg->retry_backoff, ++space.streak);
+
+        space.last = now;
+        if (space.logged_at == 0 || now - space.logged_at >= SPACE_LOG_EVERY) {
+                space.logged_at = now;
+                log_ctx(LOG_WARNING, ctx,
+                        "out of disk space: %s; the chunks wait and retry (next in %.1f s), no file fails for it",
+                        report, delay);
+        }
+        return chunk_release(conn, cl, CHUNK_PENDING, delay, false, ret_error);
+}
+
+static void space_again(void)
+{
+        if (space.last > 0)
+                log_msg(LOG_INFO, "disk space again: a chunk committed after %d waits", space.streak);
+        space.streak = 0;
+        space.last = space.logged_at = 0;
+}
+
+bool chunkexit_waiting_for_space(void) { return space.last > 0; }
 
 int chunkexit_record(PGconn *conn, const Config *cfg, const Children *ch, const Child *c, int status, char **ret_error)
 {
@@ -100,10 +138,12 @@ int chunkexit_record(PGconn *conn, const Config *cfg, const Children *ch, const 
         count_exit(action, o, now_monotonic() - c->started);
         switch (action) {
         case ACTION_DONE:
+                space_again();
                 log_chunk_done(conn, c);
                 r = state_wake(conn, ret_error);
                 break;
         case ACTION_RELEASE: r = chunk_release(conn, &cl, CHUNK_PENDING, 0, false, ret_error); break;
+        case ACTION_WAIT_SPACE: r = wait_for_space(conn, cfg, &cl, ctx, report, ret_error); break;
         case ACTION_FAIL_FILE:
                 r = chunk_release(conn, &cl, CHUNK_PENDING, 0, false, ret_error);
                 if (r > 0)

@@ -10,3 +10,6 @@
 /* 0, or -EIO with *ret_error when the database failed (the caller decides
  * whether the connection is lost). */
 int chunkexit_record(PGconn *conn, const Config *cfg, const Children *ch, const Child *c, int status, char **ret_error);
+/* Whether chunks wait for disk space: a worker found a disk full and no
+ * chunk has committed since (STATUS says so). */
+bool chunkexit_waiting_for_space(void);

@@ -121,8 +121,9 @@ static Outcome store(PlanJob *pj, const Plan *plan, double t0)
 
         if (file_planned(pj->conn, pj->id, plan, lanes, &err) < 0) {
                 log_ctx(LOG_ERR, plan_ctx(pj, NULL, -1), "cannot store the plan: %s", err);
+                Outcome o = db_disk_full(err) ? OUTCOME_NO_SPACE : OUTCOME_RETRY;
                 free(err);
-                return OUTCOME_RETRY;
+                return o;
         }
         log_ctx(LOG_INFO, plan_ctx(pj, STATE_LOADING, (long long)plan->data_rows),
                 "planned: %" PRIu64 " bytes, %" PRIu64 " data rows, %zu byte ranges x %d lanes (%.2f s), "

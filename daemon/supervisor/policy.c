@@ -23,6 +23,7 @@ ExitAction policy_after_exit(Outcome o, int attempts, int max_attempts, double b
         case OUTCOME_DONE: return ACTION_DONE;
         case OUTCOME_NOT_RUN: return ACTION_RELEASE;
         case OUTCOME_BAD_FILE: return ACTION_FAIL_FILE;
+        case OUTCOME_NO_SPACE: return ACTION_WAIT_SPACE;
         default: break;
         }
         if (!backoff_may_retry(attempts, max_attempts))

@@ -28,11 +28,12 @@ typedef struct ChunkSlot {
 size_t policy_pick_chunks(const ChunkSlot *slots, size_t n, double now, size_t running, int workers, int *ret_nos);
 
 typedef enum ExitAction {
-        ACTION_DONE,      /* committed: log it */
-        ACTION_RELEASE,   /* did not try: pending again, the attempt not counted */
-        ACTION_RETRY,     /* pending again after *ret_delay seconds */
-        ACTION_FAIL_FILE, /* the file cannot load: fail it */
-        ACTION_GIVE_UP,   /* attempts used up: the chunk and its file fail */
+        ACTION_DONE,       /* committed: log it */
+        ACTION_RELEASE,    /* did not try: pending again, the attempt not counted */
+        ACTION_RETRY,      /* pending again after *ret_delay seconds */
+        ACTION_FAIL_FILE,  /* the file cannot load: fail it */
+        ACTION_GIVE_UP,    /* attempts used up: the chunk and its file fail */
+        ACTION_WAIT_SPACE, /* a disk is full: pending again after a backoff, the attempt not counted */
 } ExitAction;
 
 /* What to do after a chunk's worker ended with outcome o, its attempts so far

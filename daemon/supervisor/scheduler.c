@@ -325,6 +325,8 @@ int scheduler_run(Scheduler *sc, PGconn *c, const Config *cfg, const SchedulerRo
 
 /* A plan child that could not plan (the database, EMFILE, ...) is tried
  * again with backoff; after retry.max_attempts the file fails. */
+#define PLAN_SPACE_WAIT 5.0 /* seconds */
+
 static void plan_exited(Scheduler *sc, PGconn *c, const Config *cfg, const Child *child, int status)
 {
         Outcome o = outcome_of_wait_status(status);
@@ -332,6 +334,10 @@ static void plan_exited(Scheduler *sc, PGconn *c, const Config *cfg, const Child
 
         if (o == OUTCOME_DONE) {
                 sc->plan_attempts = 0;
+                return;
+        }
+        if (o == OUTCOME_NO_SPACE) { /* a full disk fails no file: planned again later */
+                sc->plan_retry_at = now_monotonic() + PLAN_SPACE_WAIT;
                 return;
         }
         sc->plan_attempts = sc->plan_failing == child->file_id ? sc->plan_attempts + 1 : 1;

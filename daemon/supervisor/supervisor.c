@@ -402,7 +402,9 @@ static void work(Supervisor *s)
         SchedulerRole role = { leader, cluster_workers(s->cluster, s->cfg) };
         if (s->conn && scheduler_run(s->scheduler, s->conn, s->cfg, &role, status, sizeof status, &err) < 0)
                 db_lost(s, "scheduling", err);
-        if (status[0])
+        if (chunkexit_waiting_for_space())
+                notify_status(s, "waiting for disk space: the chunks retry (see the log)");
+        else if (status[0])
                 notify_status(s, "%s", status);
         drain_notifies(s);
 }

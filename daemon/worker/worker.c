@@ -394,10 +394,13 @@ Outcome worker_run(const Config *cfg, const ChunkClaim *claim, const char *path)
                 return OUTCOME_RETRY;
         }
         o = load_chunk(&ch);
+        if (o == OUTCOME_RETRY && db_disk_full(ch.error))
+                o = OUTCOME_NO_SPACE; /* the file must not fail because a disk is full */
         if (o == OUTCOME_DONE)
                 log_done(&ch);
-        else if (ch.error)
-                log_ctx(LOG_WARNING, chunk_ctx(&ch), "chunk %d: %s", chunk_no, ch.error);
+        else if (ch.error) /* a full disk: the supervisor says it once a minute */
+                log_ctx(o == OUTCOME_NO_SPACE ? LOG_DEBUG : LOG_WARNING, chunk_ctx(&ch), "chunk %d: %s", chunk_no,
+                        ch.error);
         if (o != OUTCOME_DONE && ch.error && !db_connection_lost(ch.conn))
                 chunk_record_error(ch.conn, &ch.claim, ch.error, NULL);
         if (ch.map)

@@ -16,12 +16,14 @@ static int exited(int code) { return (code & 0xff) << 8; }
 static void test_contract_round_trip(void **state)
 {
         (void)state;
-        Outcome all[] = { OUTCOME_DONE, OUTCOME_RETRY, OUTCOME_BAD_FILE, OUTCOME_NOT_RUN, OUTCOME_CRASHED };
+        Outcome all[] = { OUTCOME_DONE, OUTCOME_RETRY, OUTCOME_BAD_FILE, OUTCOME_NOT_RUN, OUTCOME_CRASHED,
+                OUTCOME_NO_SPACE };
 
         assert_int_equal(outcome_exit_code(OUTCOME_DONE), 0);
         assert_int_equal(outcome_exit_code(OUTCOME_RETRY), EX_TEMPFAIL);
         assert_int_equal(outcome_exit_code(OUTCOME_BAD_FILE), EX_DATAERR);
         assert_int_equal(outcome_exit_code(OUTCOME_NOT_RUN), EX_UNAVAILABLE);
+        assert_int_equal(outcome_exit_code(OUTCOME_NO_SPACE), EX_CANTCREAT);
         for (size_t i = 0; i < sizeof all / sizeof *all; i++)
                 assert_int_equal(outcome_of_wait_status(exited(outcome_exit_code(all[i]))), all[i]);
 }

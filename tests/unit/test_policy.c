@@ -97,6 +97,9 @@ static void test_after_exit(void **state)
         assert_int_equal(policy_after_exit(OUTCOME_DONE, 1, 5, 1.0, &d), ACTION_DONE);
         assert_true(d == 0);
         assert_int_equal(policy_after_exit(OUTCOME_NOT_RUN, 3, 5, 1.0, &d), ACTION_RELEASE);
+        /* a full disk never uses up the attempts: even after the last one, it waits */
+        assert_int_equal(policy_after_exit(OUTCOME_NO_SPACE, 5, 5, 1.0, &d), ACTION_WAIT_SPACE);
+        assert_int_equal(policy_after_exit(OUTCOME_NO_SPACE, 1, 5, 1.0, &d), ACTION_WAIT_SPACE);
         assert_int_equal(policy_after_exit(OUTCOME_BAD_FILE, 1, 5, 1.0, &d), ACTION_FAIL_FILE);
         /* retries double the delay from retry.backoff */
         assert_int_equal(policy_after_exit(OUTCOME_RETRY, 1, 5, 1.5, &d), ACTION_RETRY);
