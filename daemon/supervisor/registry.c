@@ -203,7 +203,7 @@ static int found_cmp(const void *a, const void *b)
         return arrival_cmp(x->mtime, x->name, y->mtime, y->name);
 }
 
-static int rescan_folder(PGconn *c, const Config *cfg, FileKind kind, int *deferred)
+static int rescan_folder(PGconn *c, const Config *cfg, FileKind kind, int *deferred, size_t *budget, size_t *more)
 {
         DIR *d = opendir(registry_folder(cfg, kind));
         Found *found = NULL;
@@ -230,7 +230,10 @@ static int rescan_folder(PGconn *c, const Config *cfg, FileKind kind, int *defer
         if (n > 0) /* qsort's array must not be NULL, even for no elements */
                 qsort(found, n, sizeof *found, found_cmp);
         for (size_t i = 0; i < n; i++) {
-                int k = r < 0 ? 0 : registry_register(c, cfg, kind, found[i].name);
+                bool take = *budget > 0 && r == 0;
+                *budget -= take;
+                *more += !take && r == 0;
+                int k = take ? registry_register(c, cfg, kind, found[i].name) : 0;
                 if (k == -EAGAIN)
                         (*deferred)++;
                 else if (k < 0)
@@ -241,14 +244,16 @@ static int rescan_folder(PGconn *c, const Config *cfg, FileKind kind, int *defer
         return r;
 }
 
-int registry_rescan(PGconn *c, const Config *cfg, int *ret_deferred)
+int registry_rescan(PGconn *c, const Config *cfg, int *ret_deferred, size_t *ret_more)
 {
         int deferred = 0;
-        int r = rescan_folder(c, cfg, KIND_INGEST, &deferred);
+        size_t budget = REGISTRY_RESCAN_BATCH, more = 0;
+        int r = rescan_folder(c, cfg, KIND_INGEST, &deferred, &budget, &more);
 
         if (r == 0)
-                r = rescan_folder(c, cfg, KIND_UPDATE, &deferred);
+                r = rescan_folder(c, cfg, KIND_UPDATE, &deferred, &budget, &more);
         *ret_deferred = deferred;
+        *ret_more = more;
         return r;
 }
 

@@ -13,9 +13,13 @@ int registry_make_dirs(const Config *cfg, char **ret_error);
  * (the plan child plans it, planfile.h). -EAGAIN when
  * it should be tried again later (the file could not be moved). */
 int registry_register(PGconn *c, const Config *cfg, FileKind kind, const char *name);
-/* Registers every wanted file in both folders, oldest first. Files modified
- * in the last second are left for their close event; *ret_deferred counts them. */
-int registry_rescan(PGconn *c, const Config *cfg, int *ret_deferred);
+/* Registers the wanted files of both folders, oldest first, at most
+ * REGISTRY_RESCAN_BATCH of them: a folder of 100,000 files does not hold the
+ * loop (the watchdog, the metrics) for minutes; *ret_more counts the files
+ * left for the next pass. Files modified in the last second are left for
+ * their close event; *ret_deferred counts them. */
+#define REGISTRY_RESCAN_BATCH 500
+int registry_rescan(PGconn *c, const Config *cfg, int *ret_deferred, size_t *ret_more);
 /* After a (re)connect: makes the folders agree with a database that may have
  * lost its last commits (reconcile.h), forgets registrations cut off before the move into
  * processing/ and finishes final moves cut off after the state was committed. Chunks of dead workers

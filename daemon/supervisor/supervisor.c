@@ -68,6 +68,7 @@ typedef struct Supervisor {
         Httpd *httpd; /* NULL when metrics.listen is off */
         Buf metrics;  /* the last rendering */
         double next_connect, rescan_at, next_watchdog, next_metrics;
+        bool rescanning; /* a rescan left files for its next pass */
         uint64_t watchdog_usec;
         char *last_db_error;
         char status[256];
@@ -198,16 +199,23 @@ static void on_db(Supervisor *s)
 
 /* inotify tells only of changes: a rescan finds what was there before (at
  * start, when we begin to lead, after an overflow). A poll scan sees all. */
+/* A rescan that left files for the next pass goes on at the next turn of
+ * the loop; meanwhile new files wait for it (on_file), so that they are
+ * registered after the older ones. */
 static void rescan(Supervisor *s)
 {
         int deferred = 0;
+        size_t more = 0;
 
         s->rescan_at = 0;
         if (s->cfg->watch == WATCH_POLL)
                 return;
-        if (registry_rescan(s->conn, s->cfg, &deferred) < 0 && db_connection_lost(s->conn))
+        if (registry_rescan(s->conn, s->cfg, &deferred, &more) < 0 && db_connection_lost(s->conn))
                 db_lost(s, "rescanning", NULL);
-        if (deferred > 0)
+        s->rescanning = more > 0;
+        if (more > 0)
+                s->rescan_at = now_monotonic();
+        else if (deferred > 0)
                 s->rescan_at = now_monotonic() + RESCAN_RETRY;
 }
 
@@ -299,6 +307,8 @@ static void on_file(FileKind kind, const char *name, void *ud)
         }
         if (!cluster_leader(s->cluster))
                 return; /* the leader registers files; if we become it, we rescan */
+        if (s->rescanning)
+                return; /* older files are still being registered: the rescan takes this one in its turn */
         if (registry_register(s->conn, s->cfg, kind, name) == -EAGAIN)
                 s->rescan_at = now_monotonic() + RESCAN_RETRY;
         else if (db_connection_lost(s->conn))

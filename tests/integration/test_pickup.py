@@ -92,3 +92,55 @@ def test_odd_file_names(daemon, tmp_path):
     assert sorted(f["name"] for f in files) == sorted(["with space.csv", "new\\x0aline.csv", "latin\\xe9.csv"])
     assert all(f["state"] == "done" for f in files)
     assert len(os.listdir(os.path.join(d.state, "done"))) == 3
+
+
+def vm_kb(pid, field):
+    with open("/proc/%d/status" % pid) as f:
+        return int(next(l for l in f if l.startswith(field + ":")).split()[1])
+
+
+def test_ten_thousand_files_at_start(daemon, tmp_path):
+    """10,000 files waiting in incoming/ at start: registered in arrival
+    order (mtime, then name; the test's own shuffle), a file dropped while
+    they are being registered comes after all of them, the supervisor's
+    memory stays flat, the loads go in that order and a stop is prompt."""
+    import random
+    n = 10000
+    d = daemon()
+    os.makedirs(d.incoming)
+    rng = random.Random(7)
+    ages = list(range(n))
+    rng.shuffle(ages)
+    base = time.time() - 10 * n
+    arrival = []
+    for i in range(n):
+        name = "f%05d.csv" % i
+        path = os.path.join(d.incoming, name)
+        with open(path, "w") as f:
+            f.write("sku,name,description\nS%05d,Name %d,d\n" % (i, i % 10))
+        mtime = base + ages[i] * 5                         # distinct seconds, shuffled against the names
+        os.utime(path, (mtime, mtime))
+        arrival.append((mtime, name))
+    arrival.sort()
+    d.start()
+    ready_kb = vm_kb(d.proc.pid, "VmHWM")
+    late = os.path.join(str(tmp_path), "late.csv")
+    with open(late, "w") as f:
+        f.write("sku,name,description\nLATE,Late,d\n")
+    os.rename(late, os.path.join(d.incoming, "late.csv"))
+    deadline = time.time() + 240
+    while query(d.conninfo, "SELECT count(*) FROM ingest.files")[0][0] < n + 1:
+        assert time.time() < deadline, d.log_text()[-3000:]
+        assert d.proc.poll() is None
+        time.sleep(0.5)
+    names = [r[0] for r in query(d.conninfo, "SELECT name FROM ingest.files ORDER BY id")]
+    assert names == [name for _, name in arrival] + ["late.csv"]
+    grown = vm_kb(d.proc.pid, "VmHWM") - ready_kb
+    print("supervisor peak RSS at ready %d kB, grew by %d kB over %d registrations" % (ready_kb, grown, n))
+    assert grown < 16 * 1024, grown
+    time.sleep(5)
+    done = query(d.conninfo, "SELECT id FROM ingest.files WHERE state = 'done' ORDER BY finished_at, id")
+    assert len(done) > 0 and [i for i, in done] == list(range(1, len(done) + 1))
+    t = time.time()
+    d.stop()
+    assert time.time() - t < 30
