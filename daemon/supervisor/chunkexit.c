@@ -91,6 +91,7 @@ static void count_exit(ExitAction action, Outcome o, double seconds)
  * file fails because a disk is full; said once a minute, not per chunk, and
  * once more when a chunk commits again. */
 #define SPACE_LOG_EVERY 60.0
+#define SPACE_MAX_WAIT 30.0 /* seconds: freed space is used soon */
 
 static struct {
         int streak;       /* no-space exits since the last commit */
@@ -102,6 +103,9 @@ static int wait_for_space(
         PGconn *conn, const Config *cfg, const ChunkClaim *cl, LogCtx ctx, const char *report, char **ret_error)
 {
         double now = now_monotonic(), delay = backoff_delay(cfg->retry_backoff, ++space.streak);
+
+        if (delay > SPACE_MAX_WAIT)
+                delay = SPACE_MAX_WAIT;
 
         space.last = now;
         if (space.logged_at == 0 || now - space.logged_at >= SPACE_LOG_EVERY) {
