@@ -70,6 +70,35 @@ const char *registry_folder(const Config *cfg, FileKind kind)
         return kind == KIND_UPDATE ? cfg->updates : cfg->incoming;
 }
 
+/* A full state filesystem (a rename that needs a new directory block):
+ * files wait where they are and are moved again later, said once a minute. */
+#define SPACE_LOG_EVERY 60.0
+
+static struct {
+        bool waiting;     /* the last rename into processing/, done/ or failed/ found no space */
+        bool moves_left;  /* a finished file is still in processing/ */
+        double logged_at; /* monotonic */
+} space;
+
+static bool no_space(int e, const char *from, const char *to)
+{
+        double now = now_monotonic();
+
+        space.waiting = e == ENOSPC;
+        if (e != ENOSPC)
+                return false;
+        if (space.logged_at == 0 || now - space.logged_at >= SPACE_LOG_EVERY) {
+                space.logged_at = now;
+                log_msg(LOG_WARNING,
+                        "the state folder's filesystem is full: cannot move %s to %s; files wait "
+                        "where they are and move once there is space, no file fails for it",
+                        from, to);
+        }
+        return true;
+}
+
+bool registry_waiting_for_space(void) { return space.waiting; }
+
 /* Moves processing/PATH to DEST/PATH; a missing source that already arrived is fine. */
 static int move_from_processing(const Config *cfg, const char *path, const char *dest)
 {
@@ -79,8 +108,11 @@ static int move_from_processing(const Config *cfg, const char *path, const char 
 
         if (r == -ENOENT && access(to, F_OK) == 0)
                 r = 0;
-        if (r < 0)
+        if (r < 0 && !no_space(-r, from, to))
                 log_ctx(LOG_ERR, path_ctx(path, dest, -1), "cannot move %s to %s: %s", from, to, strerror(-r));
+        if (r == 0)
+                space.waiting = false;
+        space.moves_left |= r < 0;
         free(from);
         free(to);
         return r;
@@ -168,12 +200,15 @@ int registry_register(PGconn *c, const Config *cfg, FileKind kind, const char *n
                 goto out;
         to = xasprintf("%s/%s/%s", cfg->state, reason ? "failed" : "processing", path);
         if (rename(from, to) < 0) {
-                r = errno == ENOENT ? 0 : -EAGAIN;
-                log_ctx(errno == ENOENT ? LOG_DEBUG : LOG_ERR, name_ctx(shown, NULL), "cannot move %s to %s: %s%s",
-                        from, to, strerror(errno), errno == ENOENT ? " (another node took it)" : "; will try again");
+                int e = errno;
+                r = e == ENOENT ? 0 : e == ENOSPC ? -ENOSPC : -EAGAIN;
+                if (!no_space(e, from, to))
+                        log_ctx(e == ENOENT ? LOG_DEBUG : LOG_ERR, name_ctx(shown, NULL), "cannot move %s to %s: %s%s",
+                                from, to, strerror(e), e == ENOENT ? " (another node took it)" : "; will try again");
                 file_forget(c, id, NULL);
                 goto out;
         }
+        space.waiting = false;
         if (!reason && (r = still_registered(c, id, to, from, shown)) <= 0)
                 goto out;
         if (reason) {
@@ -234,7 +269,9 @@ static int rescan_folder(PGconn *c, const Config *cfg, FileKind kind, int *defer
                 *budget -= take;
                 *more += !take && r == 0;
                 int k = take ? registry_register(c, cfg, kind, found[i].name) : 0;
-                if (k == -EAGAIN)
+                if (k == -ENOSPC) /* the older files first: none after it this time */
+                        *budget = 0;
+                if (k == -EAGAIN || k == -ENOSPC)
                         (*deferred)++;
                 else if (k < 0)
                         r = k;
@@ -275,6 +312,16 @@ static int recover_new_files(PGconn *c, const Config *cfg)
         }
         PQclear(res);
         return 0;
+}
+
+static int recover_final_moves(PGconn *c, const Config *cfg);
+
+int registry_retry_moves(PGconn *c, const Config *cfg)
+{
+        if (!space.moves_left)
+                return 0;
+        space.moves_left = false; /* set again by a move that fails */
+        return recover_final_moves(c, cfg);
 }
 
 static int recover_final_moves(PGconn *c, const Config *cfg)

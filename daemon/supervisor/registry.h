@@ -25,6 +25,11 @@ int registry_rescan(PGconn *c, const Config *cfg, int *ret_deferred, size_t *ret
  * processing/ and finishes final moves cut off after the state was committed. Chunks of dead workers
  * are the supervisor's to reset (it knows which workers live). */
 int registry_recover(PGconn *c, const Config *cfg);
+/* Finished files a full state filesystem kept in processing/ are moved to
+ * done/ or failed/ again (the leader calls it every few seconds). */
+int registry_retry_moves(PGconn *c, const Config *cfg);
+/* Whether the last move found the state filesystem full (STATUS says so). */
+bool registry_waiting_for_space(void);
 /* Marks the file failed with a reason and moves it to failed/. */
 int registry_fail(PGconn *c, const Config *cfg, int64_t file_id, const char *reason);
 /* All chunks are done: totals, the reject ratio check, done/ or failed/. */

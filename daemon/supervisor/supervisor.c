@@ -50,6 +50,7 @@
 #define TICK_MS 250
 #define CONNECT_RETRY 2.0
 #define RESCAN_RETRY 2.0
+#define MOVES_RETRY 5.0 /* seconds between retries of finished files' moves */
 #define SUPERVISOR_LOCK_TIMEOUT "1s"
 #define METRICS_EVERY 1.0 /* seconds between renderings of the metrics */
 
@@ -68,7 +69,8 @@ typedef struct Supervisor {
         Httpd *httpd; /* NULL when metrics.listen is off */
         Buf metrics;  /* the last rendering */
         double next_connect, rescan_at, next_watchdog, next_metrics;
-        bool rescanning; /* a rescan left files for its next pass */
+        bool rescanning;   /* a rescan left files for its next pass */
+        double next_moves; /* monotonic: retry of finished files left in processing/ */
         uint64_t watchdog_usec;
         char *last_db_error;
         char status[256];
@@ -309,7 +311,8 @@ static void on_file(FileKind kind, const char *name, void *ud)
                 return; /* the leader registers files; if we become it, we rescan */
         if (s->rescanning)
                 return; /* older files are still being registered: the rescan takes this one in its turn */
-        if (registry_register(s->conn, s->cfg, kind, name) == -EAGAIN)
+        int r = registry_register(s->conn, s->cfg, kind, name);
+        if (r == -EAGAIN || r == -ENOSPC)
                 s->rescan_at = now_monotonic() + RESCAN_RETRY;
         else if (db_connection_lost(s->conn))
                 db_lost(s, "registering a file", NULL);
@@ -412,8 +415,13 @@ static void work(Supervisor *s)
         SchedulerRole role = { leader, cluster_workers(s->cluster, s->cfg) };
         if (s->conn && scheduler_run(s->scheduler, s->conn, s->cfg, &role, status, sizeof status, &err) < 0)
                 db_lost(s, "scheduling", err);
-        if (chunkexit_waiting_for_space())
-                notify_status(s, "waiting for disk space: the chunks retry (see the log)");
+        if (leader && now_monotonic() >= s->next_moves) {
+                s->next_moves = now_monotonic() + MOVES_RETRY;
+                if (registry_retry_moves(s->conn, s->cfg) < 0 && db_connection_lost(s->conn))
+                        db_lost(s, "moving finished files", NULL);
+        }
+        if (chunkexit_waiting_for_space() || registry_waiting_for_space())
+                notify_status(s, "waiting for disk space: the chunks or the files wait (see the log)");
         else if (status[0])
                 notify_status(s, "%s", status);
         drain_notifies(s);
