@@ -85,10 +85,28 @@ static const char *type_name(ConfigType t)
 const char *config_key_name(KeyMode k) { return k == KEY_SKU_NAME ? "sku,name" : "sku"; }
 const char *config_watch_name(WatchMode w) { return w == WATCH_POLL ? "poll" : "inotify"; }
 
+/* CT_INT, CT_FLOAT and CT_DURATION (a number with a unit), within the key's bounds. */
+static int set_number(const ConfigKey *k, void *field, const char *s)
+{
+        char *end = (char *)"";
+        double v;
+
+        if (k->type == CT_DURATION ? parse_duration(s, &v) < 0 : (v = strtod(s, &end), *end != '\0'))
+                return -ERANGE;
+        if (!isfinite(v) || v < k->min || v > k->max)
+                return -ERANGE;
+        if (k->type == CT_INT && v != (double)(long long)v)
+                return -EINVAL;
+        if (k->type == CT_INT)
+                *(int *)field = (int)v;
+        else
+                *(double *)field = v;
+        return 0;
+}
+
 static int set_from_string(const ConfigKey *k, void *field, const char *s)
 {
         uint64_t size;
-        char *end;
 
         switch (k->type) {
         case CT_STRING:
@@ -126,26 +144,9 @@ static int set_from_string(const ConfigKey *k, void *field, const char *s)
                         return -EINVAL;
                 *(bool *)field = strcmp(s, "true") == 0;
                 return 0;
-        case CT_DURATION: {
-                double v;
-                if (parse_duration(s, &v) < 0 || v < k->min || v > k->max)
-                        return -ERANGE;
-                *(double *)field = v;
-                return 0;
-        }
+        case CT_DURATION:
         case CT_INT:
-        case CT_FLOAT: {
-                double v = strtod(s, &end);
-                if (*end || !isfinite(v) || v < k->min || v > k->max)
-                        return -ERANGE;
-                if (k->type == CT_INT && v != (double)(long long)v)
-                        return -EINVAL;
-                if (k->type == CT_INT)
-                        *(int *)field = (int)v;
-                else
-                        *(double *)field = v;
-                return 0;
-        }
+        case CT_FLOAT: return set_number(k, field, s);
         }
         return -EINVAL;
 }
