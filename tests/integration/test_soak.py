@@ -2,7 +2,7 @@
 workers and the supervisor are killed -9, PostgreSQL restarts and products'
 disk fills; the soak checks the tables against the model, the accounting,
 retention, the supervisor's RSS and fds, and exits 1 on any failed check.
-docs/RELIABILITY.md has a 60-minute run."""
+docs/RELIABILITY.md reports the runs so far."""
 import os
 import subprocess
 
