@@ -99,18 +99,6 @@ static long long delete_rows(PGconn *c, const char *table, const char *id, char 
         return n < 0 ? -EIO : total;
 }
 
-/* The ids (or paths) of up to FILES_PER_ROUND old done files not yet stamped. */
-static PGresult *old_files(PGconn *c, const char *stamp_sql, const char *age, char **ret_error)
-{
-        const char *p[1] = { age };
-        char *sql = xasprintf(
-                "SELECT id, path FROM ingest.files WHERE %s ORDER BY id LIMIT %d", stamp_sql, FILES_PER_ROUND);
-        PGresult *res = db_query(c, ret_error, sql, 1, p);
-
-        free(sql);
-        return res;
-}
-
 static int stamp(PGconn *c, const char *column, const char *id, char **ret_error)
 {
         char *sql = xasprintf("UPDATE ingest.files SET %s = now() WHERE id = $1", column);
@@ -120,61 +108,65 @@ static int stamp(PGconn *c, const char *column, const char *id, char **ret_error
         return r;
 }
 
-static int prune_history(PGconn *c, const Config *cfg, RetentionCounts *n, char **ret_error)
-{
-        char age[32];
-        int rows;
+/* What goes of one old done file (id, path); 0 or a negative errno. */
+typedef int (*PruneStep)(
+        PGconn *c, const Config *cfg, const char *id, const char *path, RetentionCounts *n, char **ret_error);
 
-        snprintf(age, sizeof age, "%.17g", cfg->retention_history);
+/* Every done file older than `age` seconds whose `column` is not stamped
+ * yet, FILES_PER_ROUND per query: step, then the stamp. */
+static int for_old_files(PGconn *c, const Config *cfg, const char *column, double age, PruneStep step,
+        RetentionCounts *n, char **ret_error)
+{
+        char ages[32],
+                *sql = xasprintf("SELECT id, path FROM ingest.files WHERE " OLD_DONE("%s") " ORDER BY id LIMIT %d",
+                        column, FILES_PER_ROUND);
+        const char *p[1] = { ages };
+        int rows, r = 0;
+
+        snprintf(ages, sizeof ages, "%.17g", age);
         do {
-                PGresult *res = old_files(c, OLD_DONE("pruned_at"), age, ret_error);
-                if (!res)
-                        return -EIO;
-                rows = PQntuples(res);
-                for (int i = 0; i < rows; i++) {
-                        const char *id = PQgetvalue(res, i, 0);
-                        long long rj = delete_rows(c, "rejects", id, ret_error);
-                        long long ch = rj < 0 ? -1 : delete_rows(c, "chunks", id, ret_error);
-                        if (ch < 0 || stamp(c, "pruned_at", id, ret_error) < 0) {
-                                PQclear(res);
-                                return -EIO;
-                        }
-                        n->files++, n->chunks += ch, n->rejects += rj;
+                PGresult *res = db_query(c, ret_error, sql, 1, p);
+                rows = res ? PQntuples(res) : 0;
+                r = res ? 0 : -EIO;
+                for (int i = 0; i < rows && r == 0; i++) {
+                        r = step(c, cfg, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), n, ret_error);
+                        if (r == 0 && stamp(c, column, PQgetvalue(res, i, 0), ret_error) < 0)
+                                r = -EIO;
                 }
                 PQclear(res);
-        } while (rows == FILES_PER_ROUND);
+        } while (r == 0 && rows == FILES_PER_ROUND);
+        free(sql);
+        return r;
+}
+
+static int prune_history(
+        PGconn *c, const Config *cfg, const char *id, const char *path, RetentionCounts *n, char **ret_error)
+{
+        long long rj = delete_rows(c, "rejects", id, ret_error);
+        long long ch = rj < 0 ? -1 : delete_rows(c, "chunks", id, ret_error);
+
+        (void)cfg, (void)path;
+        if (ch < 0)
+                return -EIO;
+        n->files++, n->chunks += ch, n->rejects += rj;
         return 0;
 }
 
-static int remove_done_files(PGconn *c, const Config *cfg, RetentionCounts *n, char **ret_error)
+static int remove_done_file(
+        PGconn *c, const Config *cfg, const char *id, const char *path, RetentionCounts *n, char **ret_error)
 {
-        char age[32];
-        int rows;
+        char *full = xasprintf("%s/done/%s", cfg->state, path);
+        struct stat st;
+        bool there = stat(full, &st) == 0;
+        int r = there && unlink(full) < 0 && errno != ENOENT ? -errno : 0;
 
-        snprintf(age, sizeof age, "%.17g", cfg->retention_done_files);
-        do {
-                PGresult *res = old_files(c, OLD_DONE("removed_at"), age, ret_error);
-                if (!res)
-                        return -EIO;
-                rows = PQntuples(res);
-                for (int i = 0; i < rows; i++) {
-                        char *full = xasprintf("%s/done/%s", cfg->state, PQgetvalue(res, i, 1));
-                        struct stat st;
-                        bool there = stat(full, &st) == 0;
-                        int r = there && unlink(full) < 0 && errno != ENOENT ? -errno : 0;
-                        if (r < 0)
-                                *ret_error = xasprintf("cannot delete %s: %s", full, strerror(-r));
-                        free(full);
-                        if (r < 0 || stamp(c, "removed_at", PQgetvalue(res, i, 0), ret_error) < 0) {
-                                PQclear(res);
-                                return r < 0 ? r : -EIO;
-                        }
-                        if (there)
-                                n->done_files++, n->done_bytes += (long long)st.st_size;
-                }
-                PQclear(res);
-        } while (rows == FILES_PER_ROUND);
-        return 0;
+        (void)c, (void)id;
+        if (r < 0)
+                *ret_error = xasprintf("cannot delete %s: %s", full, strerror(-r));
+        else if (there)
+                n->done_files++, n->done_bytes += (long long)st.st_size;
+        free(full);
+        return r;
 }
 
 int retention_prune(PGconn *c, const Config *cfg, RetentionCounts *ret, char **ret_error)
@@ -183,8 +175,8 @@ int retention_prune(PGconn *c, const Config *cfg, RetentionCounts *ret, char **r
 
         *ret = (RetentionCounts){ 0 };
         if (cfg->retention_history > 0)
-                r = prune_history(c, cfg, ret, ret_error);
+                r = for_old_files(c, cfg, "pruned_at", cfg->retention_history, prune_history, ret, ret_error);
         if (r == 0 && cfg->retention_done_files > 0)
-                r = remove_done_files(c, cfg, ret, ret_error);
+                r = for_old_files(c, cfg, "removed_at", cfg->retention_done_files, remove_done_file, ret, ret_error);
         return r;
 }

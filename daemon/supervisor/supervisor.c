@@ -200,9 +200,9 @@ static void on_db(Supervisor *s)
 /* ---- work --------------------------------------------------------------- */
 
 /* inotify tells only of changes: a rescan finds what was there before (at
- * start, when we begin to lead, after an overflow). A poll scan sees all. */
-/* A rescan that left files for the next pass goes on at the next turn of
- * the loop; meanwhile new files wait for it (on_file), so that they are
+ * start, when we begin to lead, after an overflow). A poll scan sees all. A
+ * rescan that left files for the next pass goes on at the next turn of the
+ * loop; meanwhile new files wait for it (on_file), so that they are
  * registered after the older ones. */
 static void rescan(Supervisor *s)
 {
